@@ -1,0 +1,83 @@
+"""Checks a request against what its model can do, before any provider is called."""
+
+from __future__ import annotations
+
+from hanse.config.schema import ModelConfig
+from hanse.domain import InferenceRequest
+from hanse.errors import (
+    CONTEXT_EXCEEDED,
+    NO_LOGPROBS,
+    NO_STRUCTURED_OUTPUT,
+    NO_TOOLS,
+    NO_VISION,
+    NOT_SUPPORTED_YET,
+    HanseError,
+)
+
+
+def check_capabilities(model: ModelConfig, request: InferenceRequest) -> None:
+    """Raise the catalog error for the first thing the model cannot do."""
+    caps = model.capabilities
+    if request.tools and not caps.function_calling:
+        raise HanseError(
+            NO_TOOLS,
+            f"The model `{model.id}` does not support function calling.",
+            param="tools",
+            details={"model": model.id},
+        )
+    if _has_images(request):
+        if not caps.vision:
+            raise HanseError(
+                NO_VISION,
+                f"The model `{model.id}` does not accept images.",
+                param="messages",
+                details={"model": model.id},
+            )
+        raise HanseError(
+            NOT_SUPPORTED_YET,
+            "Image inputs are not supported yet by this gateway.",
+            param="messages",
+            details={"parameter": "messages"},
+        )
+    fmt = request.response_format
+    if fmt is not None and fmt.type != "text":
+        supported = caps.json_schema if fmt.type == "json_schema" else caps.structured_output
+        if not supported:
+            raise HanseError(
+                NO_STRUCTURED_OUTPUT,
+                f"The model `{model.id}` does not support response_format `{fmt.type}`.",
+                param="response_format",
+                details={"model": model.id, "response_format": fmt.type},
+            )
+    if request.logprobs and not caps.logprobs:
+        raise HanseError(
+            NO_LOGPROBS,
+            f"The model `{model.id}` does not return log probabilities.",
+            param="logprobs",
+            details={"model": model.id},
+        )
+
+
+def check_context(model: ModelConfig, request: InferenceRequest, input_tokens: int) -> None:
+    """INFERENCE_3207 when the input, plus the requested output, does not fit the context window."""
+    wanted = input_tokens + (request.max_tokens or 1)
+    if input_tokens >= model.context_length or wanted > model.context_length:
+        raise HanseError(
+            CONTEXT_EXCEEDED,
+            f"The input ({input_tokens} tokens) plus max_tokens ({request.max_tokens or 0}) exceeds "
+            f"the context window of `{model.id}` ({model.context_length} tokens).",
+            param="messages",
+            details={
+                "context_length": model.context_length,
+                "input_tokens": input_tokens,
+                "max_tokens": request.max_tokens,
+            },
+        )
+
+
+def _has_images(request: InferenceRequest) -> bool:
+    return any(
+        isinstance(message.get("content"), list)
+        and any(part.get("type") == "image_url" for part in message["content"])
+        for message in request.messages
+    )

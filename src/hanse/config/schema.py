@@ -1,0 +1,132 @@
+"""The catalog: providers and the models they serve, parsed strictly (unknown keys are errors) and frozen."""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+_ID = r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,127}$"
+_FLAVOR_NAMES = ("balanced", "speed", "price", "eco", "batch")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ProviderConfig(_Strict):
+    """One upstream (or the embedded model) that serves routes."""
+
+    id: Annotated[str, Field(pattern=_ID)]
+    kind: Literal["openai_compatible", "local"]
+    base_url: str | None = None
+    api_key_env: str | None = None
+    location: Annotated[str, Field(pattern=r"^[A-Z]{2}$")] = "DE"
+    pue: Annotated[float, Field(ge=1.0, le=3.0)] = 1.2
+    renewable_percent: Annotated[float, Field(ge=0, le=100)] = 0
+    connect_timeout_s: Annotated[float, Field(gt=0, le=120)] = 5.0
+    read_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 600.0
+    model_path: str | None = None
+    n_threads: Annotated[int, Field(ge=1, le=256)] = 2
+    n_ctx: Annotated[int, Field(ge=256, le=131072)] = 8192
+
+    @model_validator(mode="after")
+    def _kind_fields(self) -> ProviderConfig:
+        if self.kind == "openai_compatible":
+            if not self.base_url:
+                raise ValueError("an openai_compatible provider needs base_url")
+            if not re.match(r"^https?://[^\s/]+", self.base_url):
+                raise ValueError("base_url must be an http:// or https:// URL")
+        return self
+
+
+class Capabilities(_Strict):
+    streaming: bool = True
+    function_calling: bool = False
+    vision: bool = False
+    structured_output: bool = False
+    json_schema: bool = False
+    audio_input: bool = False
+    reasoning: bool = False
+    logprobs: bool = True
+
+
+class ParametersBillion(_Strict):
+    active: Annotated[float, Field(gt=0)]
+    total: Annotated[float, Field(gt=0)]
+
+
+class RouteConfig(_Strict):
+    """One way to serve a model: a provider and what the provider calls it."""
+
+    provider: str
+    upstream_model: str | None = None
+    input_eur_per_million: Annotated[Decimal, Field(ge=0)] = Decimal(0)
+    output_eur_per_million: Annotated[Decimal, Field(ge=0)] = Decimal(0)
+
+    @property
+    def id(self) -> str:
+        return self.provider
+
+
+class ModelConfig(_Strict):
+    id: Annotated[str, Field(pattern=_ID)]
+    owned_by: str = "hanse"
+    display_name: str | None = None
+    created: int = 1735689600
+    context_length: Annotated[int, Field(ge=1)]
+    max_output_tokens: Annotated[int, Field(ge=1)] | None = None
+    capabilities: Capabilities = Capabilities()
+    parameters_billion: ParametersBillion | None = None
+    routes: Annotated[list[RouteConfig], Field(min_length=1)]
+
+    @field_validator("id")
+    @classmethod
+    def _no_flavor_suffix(cls, value: str) -> str:
+        if value.rsplit(":", 1)[-1] in _FLAVOR_NAMES and ":" in value:
+            raise ValueError("a model id may not end in a flavor suffix")
+        return value
+
+    @property
+    def output_limit(self) -> int:
+        return self.max_output_tokens or self.context_length
+
+    @property
+    def input_modalities(self) -> list[str]:
+        return ["text", "image"] if self.capabilities.vision else ["text"]
+
+
+class Catalog(_Strict):
+    """Everything the gateway can route to."""
+
+    providers: list[ProviderConfig]
+    models: list[ModelConfig]
+
+    @model_validator(mode="after")
+    def _references(self) -> Catalog:
+        provider_ids = [p.id for p in self.providers]
+        _unique(provider_ids, "provider")
+        _unique([m.id for m in self.models], "model")
+        for model in self.models:
+            for route in model.routes:
+                if route.provider not in provider_ids:
+                    raise ValueError(
+                        f"model {model.id!r} routes to unknown provider {route.provider!r}"
+                    )
+        return self
+
+    def model(self, model_id: str) -> ModelConfig | None:
+        return next((m for m in self.models if m.id == model_id), None)
+
+    def provider(self, provider_id: str) -> ProviderConfig:
+        return next(p for p in self.providers if p.id == provider_id)
+
+
+def _unique(ids: list[str], what: str) -> None:
+    seen: set[str] = set()
+    for item in ids:
+        if item in seen:
+            raise ValueError(f"duplicate {what} id {item!r}")
+        seen.add(item)

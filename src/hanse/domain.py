@@ -1,0 +1,123 @@
+"""Provider-neutral types: what the pipeline hands a provider and what a provider hands back.
+
+Wire types (hanse.wire) convert to and from these; providers never see the HTTP request.
+Messages stay in the OpenAI shape (already validated), since every provider speaks a dialect of it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+FinishReason = Literal["stop", "length", "tool_calls", "content_filter"]
+Logprobs = list[dict[str, Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseFormat:
+    """`response_format`, normalised: json_schema carries its schema."""
+
+    type: Literal["text", "json_object", "json_schema"]
+    name: str | None = None
+    schema: dict[str, Any] | None = None
+    strict: bool | None = None
+
+
+@dataclass(slots=True)
+class InferenceRequest:
+    """A validated chat request, in terms every provider understands."""
+
+    model: str
+    messages: list[dict[str, Any]]
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    min_p: float | None = None
+    frequency_penalty: float | None = None
+    presence_penalty: float | None = None
+    stop: list[str] = field(default_factory=list)
+    seed: int | None = None
+    n: int = 1
+    stream: bool = False
+    include_usage: bool = False
+    tools: list[dict[str, Any]] = field(default_factory=list)
+    tool_choice: str | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
+    response_format: ResponseFormat | None = None
+    logprobs: bool = False
+    top_logprobs: int | None = None
+    reasoning_effort: str | None = None
+    user: str | None = None
+
+    def forced_tool(self) -> str | None:
+        """The function name `tool_choice` forces, if it names one."""
+        if isinstance(self.tool_choice, dict):
+            name = self.tool_choice.get("function", {}).get("name")
+            return name if isinstance(name, str) else None
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """A complete function call chosen by the model."""
+
+    id: str
+    name: str
+    arguments: str
+
+
+@dataclass(slots=True)
+class Usage:
+    """Token counts of one request (all choices together)."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass(slots=True)
+class Choice:
+    """One finished choice of a non-streamed answer."""
+
+    index: int
+    content: str | None
+    finish_reason: FinishReason
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    logprobs: Logprobs | None = None
+
+
+@dataclass(slots=True)
+class Completion:
+    """A whole non-streamed answer."""
+
+    choices: list[Choice]
+    usage: Usage
+    system_fingerprint: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallDelta:
+    """A piece of a streamed tool call; `id` and `name` come with its first piece."""
+
+    index: int
+    id: str | None = None
+    name: str | None = None
+    arguments: str | None = None
+
+
+@dataclass(slots=True)
+class ChoiceDelta:
+    """A piece of one streamed choice."""
+
+    index: int
+    content: str | None = None
+    tool_calls: list[ToolCallDelta] | None = None
+    finish_reason: FinishReason | None = None
+    logprobs: Logprobs | None = None
+
+
+StreamEvent = ChoiceDelta | Usage

@@ -1,0 +1,114 @@
+"""The error catalog: every error a client can see, with its code, HTTP status and OpenAI type.
+
+This is the one place where statuses are chosen. Code raises `HanseError(catalog_entry, ...)`;
+the HTTP edge turns it into `{"error": {"code", "message", "details", "type", "param"}}`.
+
+    HanseError
+      code: ErrorCode   (AUTH_1xxx, BILLING_2xxx, INFERENCE_3xxx, VALIDATION_4xxx, SYSTEM_9xxx)
+      message: str      (safe to show: never a key, an upstream secret or a stack trace)
+      details: dict     (machine-readable specifics, e.g. the parameter or the limit)
+      param: str | None (the request parameter at fault, as OpenAI reports it)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorCode:
+    """One catalog entry."""
+
+    code: str
+    status: int
+    type: str
+    retryable: bool
+    summary: str
+
+
+def _entry(code: str, status: int, type_: str, summary: str, retryable: bool = False) -> ErrorCode:
+    return ErrorCode(code=code, status=status, type=type_, retryable=retryable, summary=summary)
+
+
+_AUTH = "authentication_error"
+_PERM = "permission_error"
+_INVALID = "invalid_request_error"
+_NOT_FOUND = "not_found_error"
+_RATE = "rate_limit_error"
+_SERVER = "server_error"
+
+# Authentication and authorisation.
+AUTH_MISSING_KEY = _entry("AUTH_1007", 401, _AUTH, "No API key was provided.")
+AUTH_INVALID_KEY = _entry("AUTH_1008", 401, _AUTH, "The API key is invalid, expired or revoked.")
+AUTH_ADMIN_REQUIRED = _entry("AUTH_1010", 401, _AUTH, "This operation needs the admin credential.")
+AUTH_SCOPE = _entry("AUTH_1015", 403, _PERM, "The API key lacks the scope this endpoint needs.")
+
+# Inference.
+UNKNOWN_MODEL = _entry("INFERENCE_3001", 404, _NOT_FOUND, "The model does not exist.")
+PROVIDER_REJECTED = _entry("INFERENCE_3102", 400, _INVALID, "The provider rejected the request.")
+ALL_PROVIDERS_FAILED = _entry(
+    "INFERENCE_3103", 502, _SERVER, "Every provider failed; retry later.", retryable=True
+)
+UPSTREAM_TIMEOUT = _entry("INFERENCE_3107", 504, _SERVER, "The provider timed out.", retryable=True)
+UPSTREAM_RATE_LIMITED = _entry(
+    "INFERENCE_3108", 429, _RATE, "The provider is rate-limited.", retryable=True
+)
+NO_VISION = _entry("INFERENCE_3201", 400, _INVALID, "The model does not accept images.")
+NO_TOOLS = _entry("INFERENCE_3202", 400, _INVALID, "The model does not support function calling.")
+NO_STRUCTURED_OUTPUT = _entry(
+    "INFERENCE_3203", 400, _INVALID, "The model does not support this response_format."
+)
+NO_LOGPROBS = _entry("INFERENCE_3204", 400, _INVALID, "The model does not return log probabilities.")
+CONTEXT_EXCEEDED = _entry("INFERENCE_3207", 400, _INVALID, "The input exceeds the context window.")
+CONTENT_FILTERED = _entry("INFERENCE_3208", 400, _INVALID, "The provider's content filter refused it.")
+
+# Validation of what the client sent.
+INVALID_JSON = _entry("VALIDATION_4001", 400, _INVALID, "The body is not a JSON object.")
+MISSING_REQUIRED = _entry("VALIDATION_4002", 400, _INVALID, "`model` or `messages` is missing.")
+INVALID_TYPE = _entry("VALIDATION_4003", 400, _INVALID, "A parameter has the wrong type.")
+OUT_OF_RANGE = _entry("VALIDATION_4004", 400, _INVALID, "A parameter is out of its range.")
+INVALID_VALUE = _entry("VALIDATION_4005", 400, _INVALID, "A parameter has an invalid value.")
+MISSING_FIELD = _entry("VALIDATION_4006", 400, _INVALID, "A required field is missing.")
+UNKNOWN_PARAMETER = _entry("VALIDATION_4007", 400, _INVALID, "The request has an unknown parameter.")
+NOT_SUPPORTED_YET = _entry(
+    "VALIDATION_4008", 400, _INVALID, "The parameter is recognised but not supported yet."
+)
+NOT_FOUND = _entry("VALIDATION_4040", 404, _NOT_FOUND, "No such resource.")
+METHOD_NOT_ALLOWED = _entry("VALIDATION_4050", 405, _INVALID, "Method not allowed on this path.")
+
+# The gateway itself.
+INTERNAL = _entry("SYSTEM_9001", 500, _SERVER, "Unexpected failure inside the gateway.", True)
+UNAVAILABLE = _entry("SYSTEM_9003", 503, _SERVER, "The gateway is not ready.", retryable=True)
+
+
+class HanseError(Exception):
+    """An error with a catalog code; safe to show to the client as it is."""
+
+    def __init__(
+        self,
+        error: ErrorCode,
+        message: str | None = None,
+        *,
+        details: dict[str, Any] | None = None,
+        param: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        self.error = error
+        self.message = message or error.summary
+        self.details = details or {}
+        self.param = param
+        self.headers = headers or {}
+        super().__init__(f"{error.code}: {self.message}")
+
+    def body(self) -> dict[str, Any]:
+        """The `{"error": {...}}` object, as the wire carries it."""
+        return {
+            "error": {
+                "code": self.error.code,
+                "message": self.message,
+                "details": self.details,
+                "type": self.error.type,
+                "param": self.param,
+            }
+        }

@@ -1,0 +1,32 @@
+"""The long-lived parts of a running gateway, started and stopped together."""
+
+from __future__ import annotations
+
+import asyncio
+
+from hanse.config.schema import Catalog
+from hanse.providers.registry import build_providers
+from hanse.routing import Router
+from hanse.settings import Settings
+from hanse.storage.database import create_schema, make_engine
+from hanse.storage.keys import KeyStore
+
+
+class Gateway:
+    """Settings, catalog, database, keys, providers and the router over them."""
+
+    def __init__(self, settings: Settings, catalog: Catalog) -> None:
+        self.settings = settings
+        self.catalog = catalog
+        self.engine = make_engine(settings.effective_database_url)
+        self.keys = KeyStore(self.engine, settings.key_prefix)
+        self.providers = build_providers(catalog)
+        self.router = Router(self.providers)
+
+    async def start(self) -> None:
+        await create_schema(self.engine)
+        await asyncio.gather(*(provider.start() for provider in self.providers.values()))
+
+    async def close(self) -> None:
+        await asyncio.gather(*(provider.close() for provider in self.providers.values()))
+        await self.engine.dispose()

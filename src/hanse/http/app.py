@@ -1,0 +1,180 @@
+"""The HTTP edge: the Starlette app, its routes (thin) and error -> response mapping."""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import orjson
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
+
+from hanse import logs
+from hanse.auth import SCOPE_MODELS, require_scope
+from hanse.config.loader import load_catalog
+from hanse.errors import (
+    INTERNAL,
+    INVALID_VALUE,
+    METHOD_NOT_ALLOWED,
+    NOT_FOUND,
+    UNKNOWN_MODEL,
+    HanseError,
+)
+from hanse.gateway import Gateway
+from hanse.http.models import model_list, model_object
+from hanse.pipeline import Trace, authenticate, chat_completions
+from hanse.settings import Settings
+
+log = logging.getLogger("hanse.http")
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+Handler = Callable[[Request, Gateway, Trace], Awaitable[Response]]
+
+
+class JSONResponse(Response):
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
+
+
+def error_response(error: HanseError, request_id: str) -> JSONResponse:
+    headers = {**error.headers, "X-Request-ID": request_id}
+    return JSONResponse(error.body(), status_code=error.error.status, headers=headers)
+
+
+def endpoint(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+    """Wraps a handler: request id, catalog errors, no internals leaked, one log line."""
+
+    async def run(request: Request) -> Response:
+        supplied = request.headers.get("x-request-id", "")
+        trace = Trace(request_id=supplied if _REQUEST_ID.match(supplied) else _new_request_id())
+        gateway: Gateway = request.app.state.gateway
+        logs.request_id.set(trace.request_id)
+        try:
+            response = await handler(request, gateway, trace)
+        except HanseError as error:
+            response = error_response(error, trace.request_id)
+        except Exception:
+            log.exception("unexpected failure", extra={"request_id": trace.request_id})
+            response = error_response(HanseError(INTERNAL), trace.request_id)
+        response.headers["X-Request-ID"] = trace.request_id
+        log.info(
+            "request",
+            extra={
+                "request_id": trace.request_id,
+                "method": request.method,
+                "path": request.url.path,
+                "status": response.status_code,
+                "account": trace.account,
+                "key_id": trace.key_id,
+                "model": trace.model,
+                "route": trace.route,
+                "attempts": trace.attempts,
+                "latency_ms": round((time.perf_counter() - trace.started) * 1000, 2),
+            },
+        )
+        return response
+
+    return run
+
+
+def _new_request_id() -> str:
+    return "req_" + secrets.token_hex(12)
+
+
+async def chat(request: Request, gateway: Gateway, trace: Trace) -> Response:
+    answer = await chat_completions(gateway, request.headers, await request.body(), trace)
+    if answer.stream is not None:
+        headers = {**answer.headers, "Cache-Control": "no-cache", "X-Request-ID": trace.request_id}
+        return StreamingResponse(answer.stream, media_type="text/event-stream", headers=headers)
+    return JSONResponse(answer.body, headers=answer.headers)
+
+
+async def list_models(request: Request, gateway: Gateway, trace: Trace) -> Response:
+    require_scope(await authenticate(gateway, request.headers, trace), SCOPE_MODELS)
+    return JSONResponse(model_list(gateway.catalog, _include_meta(request)))
+
+
+async def get_model(request: Request, gateway: Gateway, trace: Trace) -> Response:
+    require_scope(await authenticate(gateway, request.headers, trace), SCOPE_MODELS)
+    model_id = request.path_params["model_id"]
+    model = gateway.catalog.model(model_id)
+    if model is None:
+        raise HanseError(
+            UNKNOWN_MODEL, f"The model `{model_id}` does not exist.", details={"model": model_id}
+        )
+    return JSONResponse(model_object(model, _include_meta(request)))
+
+
+async def health(request: Request, gateway: Gateway, trace: Trace) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+def _include_meta(request: Request) -> bool:
+    value = request.query_params.get("include_meta", "false").lower()
+    if value not in ("true", "false", "1", "0"):
+        raise HanseError(
+            INVALID_VALUE,
+            "`include_meta` must be true or false.",
+            param="include_meta",
+            details={"parameter": "include_meta"},
+        )
+    return value in ("true", "1")
+
+
+async def _http_exception(request: Request, exc: Exception) -> Response:
+    status = exc.status_code if isinstance(exc, HTTPException) else 500
+    error = {404: NOT_FOUND, 405: METHOD_NOT_ALLOWED}.get(status, INTERNAL)
+    return error_response(HanseError(error), _new_request_id())
+
+
+def create_app(settings: Settings | None = None) -> Starlette:
+    """The ASGI app; the catalog is loaded (and checked) before anything starts."""
+    settings = settings or Settings()
+    logs.configure(settings.log_level)
+    gateway = Gateway(settings, load_catalog(settings.config))
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await gateway.start()
+        _announce(gateway)
+        yield
+        await gateway.close()
+
+    app = Starlette(
+        routes=[
+            Route("/v1/chat/completions", endpoint(chat), methods=["POST"]),
+            Route("/v1/models", endpoint(list_models), methods=["GET"]),
+            Route("/v1/models/{model_id:path}", endpoint(get_model), methods=["GET"]),
+            Route("/health", endpoint(health), methods=["GET"]),
+        ],
+        exception_handlers={HTTPException: _http_exception},
+        lifespan=lifespan,
+    )
+    app.state.gateway = gateway
+    return app
+
+
+def _announce(gateway: Gateway) -> None:
+    bind = gateway.settings.public_url
+    models = ", ".join(m.id for m in gateway.catalog.models)
+    example = gateway.catalog.models[0].id
+    print(
+        f"Hanse ready on {bind}/v1 (models: {models})\n"
+        f"  create a key:  KEY=$(.venv/bin/hanse keys create --account demo)\n"
+        f"  then:          curl {bind}/v1/chat/completions -H \"Authorization: Bearer $KEY\" "
+        f"-H 'Content-Type: application/json' "
+        f"-d '{{\"model\":\"{example}\",\"messages\":[{{\"role\":\"user\",\"content\":\"Hi\"}}]}}'",
+        file=sys.stderr,
+        flush=True,
+    )

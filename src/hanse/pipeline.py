@@ -1,0 +1,139 @@
+"""THE flow of a chat completion, top to bottom. Each step lives in its own module.
+
+    authenticate -> parse + validate -> resolve model -> capability checks -> context check
+      -> route (call, fail over) -> JSON answer, or SSE stream
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from hanse import logs
+from hanse.auth import SCOPE_CHAT, Principal, key_from_headers, require_scope
+from hanse.capabilities import check_capabilities, check_context
+from hanse.domain import InferenceRequest, StreamEvent, Usage
+from hanse.errors import AUTH_INVALID_KEY, INTERNAL, HanseError
+from hanse.gateway import Gateway
+from hanse.providers.base import ProviderFailure
+from hanse.resolve import resolve_model
+from hanse.routing import Served, mid_stream_error
+from hanse.tokens import estimate_tokens
+from hanse.wire.convert import to_inference_request
+from hanse.wire.request import parse_chat_request
+from hanse.wire.response import ChunkWriter, completion_body
+from hanse.wire.sse import DONE, sse_event
+
+log = logging.getLogger("hanse.pipeline")
+
+
+@dataclass(slots=True)
+class Trace:
+    """What one request's log line and response headers report."""
+
+    request_id: str
+    started: float = field(default_factory=time.perf_counter)
+    account: str | None = None
+    key_id: str | None = None
+    model: str | None = None
+    route: str | None = None
+    attempts: int = 0
+
+
+@dataclass(slots=True)
+class ChatAnswer:
+    """Either a JSON body or an SSE byte stream, with the headers that go with it."""
+
+    body: dict[str, Any] | None = None
+    stream: AsyncIterator[bytes] | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+async def authenticate(gateway: Gateway, headers: Mapping[str, str], trace: Trace) -> Principal:
+    """The caller behind the request's key (AUTH_1007 / AUTH_1008 otherwise)."""
+    principal = await gateway.keys.authenticate(key_from_headers(headers))
+    if principal is None:
+        raise HanseError(AUTH_INVALID_KEY)
+    trace.account, trace.key_id = principal.account_name, principal.key_id
+    return principal
+
+
+async def chat_completions(
+    gateway: Gateway, headers: Mapping[str, str], body: bytes, trace: Trace
+) -> ChatAnswer:
+    principal = await authenticate(gateway, headers, trace)
+    require_scope(principal, SCOPE_CHAT)
+
+    wire = parse_chat_request(body)
+    if wire.request_id:
+        trace.request_id = wire.request_id
+        logs.request_id.set(wire.request_id)
+    trace.model = wire.model
+
+    resolved = resolve_model(gateway.catalog, wire.model)
+    request = to_inference_request(wire, resolved.model.id)
+    check_capabilities(resolved.model, request)
+    primary = gateway.router.primary(resolved.model)
+    counted = gateway.router.provider(primary).count_input_tokens(request, resolved.model)
+    check_context(resolved.model, request, counted or estimate_tokens(request.messages))
+
+    response_id = "chatcmpl-" + secrets.token_urlsafe(18)
+    created = int(time.time())
+    if request.stream:
+        first, events, served = await gateway.router.stream(resolved.model, request)
+        _record(trace, served)
+        writer = ChunkWriter(
+            id=response_id, created=created, model=wire.model, include_usage=request.include_usage
+        )
+        stream = _sse(first, events, writer, request, served, trace)
+        return ChatAnswer(stream=stream, headers=_headers(served))
+
+    completion, served = await gateway.router.complete(resolved.model, request)
+    _record(trace, served)
+    body_out = completion_body(completion, id=response_id, created=created, model=wire.model)
+    return ChatAnswer(body=body_out, headers=_headers(served))
+
+
+async def _sse(
+    first: StreamEvent,
+    events: AsyncIterator[StreamEvent],
+    writer: ChunkWriter,
+    request: InferenceRequest,
+    served: Served,
+    trace: Trace,
+) -> AsyncIterator[bytes]:
+    """Frame events as SSE; a failure after the 200 went out becomes an error event."""
+    usage = Usage()
+    try:
+        event: StreamEvent | None = first
+        while event is not None:
+            if isinstance(event, Usage):
+                usage = event
+            else:
+                for chunk in writer.chunks(event):
+                    yield sse_event(chunk)
+            event = await anext(events, None)
+        if request.include_usage:
+            yield sse_event(writer.usage_chunk(usage))
+        yield DONE
+    except ProviderFailure as failure:
+        yield sse_event(mid_stream_error(failure, served.route).body())
+    except HanseError as error:
+        yield sse_event(error.body())
+    except Exception:
+        log.exception("stream failed", extra={"request_id": trace.request_id})
+        yield sse_event(HanseError(INTERNAL).body())
+    finally:
+        await events.aclose()
+
+
+def _record(trace: Trace, served: Served) -> None:
+    trace.route, trace.attempts = served.route.id, served.attempts
+
+
+def _headers(served: Served) -> dict[str, str]:
+    return {"X-Hanse-Provider": served.route.id, "X-Hanse-Attempts": str(served.attempts)}

@@ -1,0 +1,1 @@
+"""Providers: where models run (the embedded llama.cpp, OpenAI-shaped upstreams)."""

@@ -1,0 +1,45 @@
+"""Assembles a stream of deltas into a whole answer."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from hanse.domain import Choice, Completion, StreamEvent, ToolCall, Usage
+
+
+async def collect_stream(events: AsyncIterator[StreamEvent]) -> Completion:
+    """Gather every choice's deltas; the stream's `Usage` becomes the answer's."""
+    texts: dict[int, list[str]] = {}
+    logprobs: dict[int, list[dict[str, object]]] = {}
+    calls: dict[int, dict[int, dict[str, str]]] = {}
+    finish: dict[int, str] = {}
+    usage = Usage()
+    async for event in events:
+        if isinstance(event, Usage):
+            usage = event
+            continue
+        texts.setdefault(event.index, [])
+        if event.content:
+            texts[event.index].append(event.content)
+        if event.logprobs:
+            logprobs.setdefault(event.index, []).extend(event.logprobs)
+        for piece in event.tool_calls or []:
+            call = calls.setdefault(event.index, {}).setdefault(
+                piece.index, {"id": "", "name": "", "arguments": ""}
+            )
+            call["id"] = piece.id or call["id"]
+            call["name"] += piece.name or ""
+            call["arguments"] += piece.arguments or ""
+        if event.finish_reason:
+            finish[event.index] = event.finish_reason
+    choices = [
+        Choice(
+            index=index,
+            content="".join(texts[index]) if texts[index] or index not in calls else None,
+            finish_reason=finish.get(index, "stop"),  # type: ignore[arg-type]
+            tool_calls=[ToolCall(c["id"], c["name"], c["arguments"]) for c in calls.get(index, {}).values()],
+            logprobs=logprobs.get(index),
+        )
+        for index in sorted(texts)
+    ]
+    return Completion(choices=choices, usage=usage)

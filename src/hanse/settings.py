@@ -1,0 +1,29 @@
+"""Process settings, read once from the environment (HANSE_*)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from platformdirs import user_data_dir
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Environment settings; the catalog itself lives in the TOML file `config`."""
+
+    model_config = SettingsConfigDict(env_prefix="HANSE_", extra="ignore")
+
+    config: Path | None = None
+    data_dir: Path = Path(user_data_dir("hanse"))
+    database_url: str | None = None
+    admin_token: str | None = None
+    key_prefix: str = "sk-mel-"
+    log_level: str = "info"
+    public_url: str = "http://127.0.0.1:8080"
+
+    @property
+    def effective_database_url(self) -> str:
+        """The configured database, or a SQLite file under the data directory."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{self.data_dir / 'hanse.db'}"

@@ -1,0 +1,106 @@
+"""Accounts and API keys in the database."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from hanse.auth import Principal, generate_key, hash_key, key_hint
+from hanse.storage.tables import accounts, api_keys
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRecord:
+    """A key as listings show it: never the secret."""
+
+    id: str
+    account: str
+    hint: str
+    scopes: tuple[str, ...]
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+class KeyStore:
+    """Creates, finds, lists and revokes keys."""
+
+    def __init__(self, engine: AsyncEngine, prefix: str) -> None:
+        self._engine = engine
+        self._prefix = prefix
+
+    async def create(self, account: str, scopes: list[str]) -> tuple[str, str]:
+        """A new key for `account` (created if missing): returns (key id, secret key)."""
+        key = generate_key(self._prefix)
+        key_id = "key_" + secrets.token_hex(8)
+        now = datetime.now(UTC)
+        async with self._engine.begin() as conn:
+            account_id = await _account_id(conn, account, now)
+            await conn.execute(
+                insert(api_keys).values(
+                    id=key_id,
+                    account_id=account_id,
+                    key_hash=hash_key(key),
+                    hint=key_hint(key, self._prefix),
+                    scopes=list(scopes),
+                    created_at=now,
+                )
+            )
+        return key_id, key
+
+    async def authenticate(self, key: str) -> Principal | None:
+        """The principal for a live key, or None for an unknown or revoked one."""
+        query = (
+            select(api_keys.c.id, api_keys.c.account_id, api_keys.c.scopes, accounts.c.name)
+            .join(accounts, accounts.c.id == api_keys.c.account_id)
+            .where(api_keys.c.key_hash == hash_key(key), api_keys.c.revoked_at.is_(None))
+        )
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(query)).first()
+        if row is None:
+            return None
+        return Principal(
+            key_id=row.id, account_id=row.account_id, account_name=row.name, scopes=tuple(row.scopes)
+        )
+
+    async def revoke(self, key_id: str) -> bool:
+        """Revoke a key; False when no live key has that id."""
+        statement = (
+            update(api_keys)
+            .where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None))
+            .values(revoked_at=datetime.now(UTC))
+        )
+        async with self._engine.begin() as conn:
+            result = await conn.execute(statement)
+        return bool(result.rowcount)
+
+    async def list(self) -> list[KeyRecord]:
+        query = (
+            select(api_keys, accounts.c.name.label("account"))
+            .join(accounts, accounts.c.id == api_keys.c.account_id)
+            .order_by(api_keys.c.created_at)
+        )
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [
+            KeyRecord(
+                id=r.id,
+                account=r.account,
+                hint=r.hint,
+                scopes=tuple(r.scopes),
+                created_at=r.created_at,
+                revoked_at=r.revoked_at,
+            )
+            for r in rows
+        ]
+
+
+async def _account_id(conn: AsyncConnection, name: str, now: datetime) -> int:
+    found = (await conn.execute(select(accounts.c.id).where(accounts.c.name == name))).scalar()
+    if found is not None:
+        return int(found)
+    result = await conn.execute(insert(accounts).values(name=name, created_at=now))
+    return int(result.inserted_primary_key[0])

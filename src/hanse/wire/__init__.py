@@ -1,0 +1,1 @@
+"""The OpenAI/Melious wire format: request parsing, response shapes, SSE framing."""

@@ -1,0 +1,214 @@
+"""The chat completions request as the wire carries it: every parameter of the reference page, typed.
+
+Parsing is strict (no "1" for 1, no unknown parameters); `parse_chat_request` turns pydantic's
+complaints into catalog errors that name the parameter, and checks what spans several fields.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from hanse.wire.validation import raise_for_validation_error
+
+_NAME = r"^[a-zA-Z0-9_-]{1,64}$"
+
+
+class _Wire(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+
+class TextPart(_Wire):
+    type: Literal["text"]
+    text: str
+
+
+class ImageURL(_Wire):
+    url: str
+    detail: Literal["auto", "low", "high"] | None = None
+
+
+class ImagePart(_Wire):
+    type: Literal["image_url"]
+    image_url: ImageURL
+
+
+class RefusalPart(_Wire):
+    type: Literal["refusal"]
+    refusal: str
+
+
+UserPart = Annotated[TextPart | ImagePart, Field(discriminator="type")]
+AssistantPart = Annotated[TextPart | RefusalPart, Field(discriminator="type")]
+
+
+class SystemMessage(_Wire):
+    role: Literal["system", "developer"]
+    content: str | list[TextPart]
+    name: str | None = None
+
+
+class UserMessage(_Wire):
+    role: Literal["user"]
+    content: str | list[UserPart]
+    name: str | None = None
+
+
+class FunctionCall(_Wire):
+    name: Annotated[str, Field(pattern=_NAME)]
+    arguments: str
+
+
+class ToolCall(_Wire):
+    id: str
+    type: Literal["function"]
+    function: FunctionCall
+
+
+class AssistantMessage(_Wire):
+    role: Literal["assistant"]
+    content: str | list[AssistantPart] | None = None
+    name: str | None = None
+    refusal: str | None = None
+    tool_calls: list[ToolCall] | None = None
+
+
+class ToolMessage(_Wire):
+    role: Literal["tool"]
+    content: str | list[TextPart]
+    tool_call_id: str
+
+
+Message = Annotated[
+    SystemMessage | UserMessage | AssistantMessage | ToolMessage, Field(discriminator="role")
+]
+
+
+class FunctionDefinition(_Wire):
+    name: Annotated[str, Field(pattern=_NAME)]
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+
+class Tool(_Wire):
+    type: Literal["function"]
+    function: FunctionDefinition
+
+
+class NamedFunction(_Wire):
+    name: str
+
+
+class NamedToolChoice(_Wire):
+    type: Literal["function"]
+    function: NamedFunction
+
+
+class JsonSchemaFormat(_Wire):
+    name: Annotated[str, Field(pattern=_NAME)]
+    description: str | None = None
+    schema_: Annotated[dict[str, Any] | None, Field(alias="schema")] = None
+    strict: bool | None = None
+
+
+class TextFormat(_Wire):
+    type: Literal["text"]
+
+
+class JsonObjectFormat(_Wire):
+    type: Literal["json_object"]
+
+
+class JsonSchemaResponseFormat(_Wire):
+    type: Literal["json_schema"]
+    json_schema: JsonSchemaFormat
+
+
+ResponseFormat = Annotated[
+    TextFormat | JsonObjectFormat | JsonSchemaResponseFormat, Field(discriminator="type")
+]
+
+
+class StreamOptions(_Wire):
+    include_usage: bool | None = None
+    include_obfuscation: bool | None = None
+
+
+Probability = Annotated[float, Field(ge=0, le=1)]
+Penalty = Annotated[float, Field(ge=-2, le=2)]
+
+
+class ChatCompletionRequest(_Wire):
+    """POST /v1/chat/completions, as the reference page defines it."""
+
+    model: Annotated[str, Field(min_length=1, max_length=256)]
+    messages: Annotated[list[Message], Field(min_length=1)]
+    max_tokens: Annotated[int, Field(ge=1)] | None = None
+    max_completion_tokens: Annotated[int, Field(ge=1)] | None = None
+    temperature: Annotated[float, Field(ge=0, le=2)] | None = None
+    top_p: Probability | None = None
+    top_k: Annotated[int, Field(ge=0)] | None = None
+    min_p: Probability | None = None
+    frequency_penalty: Penalty | None = None
+    presence_penalty: Penalty | None = None
+    stop: str | Annotated[list[str], Field(max_length=4)] | None = None
+    seed: int | None = None
+    user: Annotated[str, Field(max_length=256)] | None = None
+    n: Annotated[int, Field(ge=1, le=10)] | None = None
+    stream: bool | None = None
+    stream_options: StreamOptions | None = None
+    tools: Annotated[list[Tool], Field(max_length=128)] | None = None
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
+    parallel_tool_calls: bool | None = None
+    response_format: ResponseFormat | None = None
+    logprobs: bool | None = None
+    top_logprobs: Annotated[int, Field(ge=0, le=20)] | None = None
+    reasoning_effort: Literal["low", "medium", "high"] | None = None
+    preset: Literal["reasoning", "non_reasoning"] | None = None
+    request_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9._:-]{1,128}$")] | None = None
+    # Accepted for OpenAI compatibility, with no effect on a self-hosted gateway (docs/api-differences.md).
+    store: bool | None = None
+    metadata: dict[str, str] | None = None
+    service_tier: Literal["auto", "default"] | None = None
+    # Melious composition fields: typed now, served by the blueprints work (VALIDATION_4008 until then).
+    blueprint_id: str | None = None
+    blueprint_config: dict[str, Any] | None = None
+    variables: dict[str, Any] | None = None
+    skill_ids: list[str] | None = None
+    skill_configs: list[dict[str, Any]] | None = None
+    # OpenAI parameters Hanse recognises but does not serve (VALIDATION_4008).
+    logit_bias: dict[str, Any] | None = None
+    modalities: list[Any] | None = None
+    audio: dict[str, Any] | None = None
+    prediction: dict[str, Any] | None = None
+    web_search_options: dict[str, Any] | None = None
+    functions: list[Any] | None = None
+    function_call: Any = None
+    verbosity: Any = None
+
+
+NOT_SUPPORTED_YET_FIELDS = (
+    "blueprint_id",
+    "blueprint_config",
+    "variables",
+    "skill_ids",
+    "skill_configs",
+    "logit_bias",
+    "modalities",
+    "audio",
+    "prediction",
+    "web_search_options",
+    "functions",
+    "function_call",
+    "verbosity",
+)
+
+
+def parse_chat_request(body: bytes) -> ChatCompletionRequest:
+    """Parse and validate a request body, raising a catalog error that names the parameter."""
+    try:
+        return ChatCompletionRequest.model_validate_json(body)
+    except ValidationError as exc:
+        raise_for_validation_error(exc, required=("model", "messages"))

@@ -1,0 +1,111 @@
+"""Turns pydantic's validation errors into catalog errors that name the parameter at fault."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, NoReturn
+
+from pydantic import ValidationError
+
+from hanse.errors import (
+    INVALID_JSON,
+    INVALID_TYPE,
+    INVALID_VALUE,
+    MISSING_FIELD,
+    MISSING_REQUIRED,
+    OUT_OF_RANGE,
+    UNKNOWN_PARAMETER,
+    ErrorCode,
+    HanseError,
+)
+
+_RANGE = {
+    "greater_than",
+    "greater_than_equal",
+    "less_than",
+    "less_than_equal",
+    "too_short",
+    "too_long",
+    "string_too_short",
+    "string_too_long",
+}
+_VALUE = {"literal_error", "enum", "string_pattern_mismatch", "value_error", "union_tag_invalid"}
+_MISSING = {"missing", "union_tag_not_found"}
+
+
+def param_path(loc: Sequence[int | str]) -> str:
+    """`("messages", 0, "user", "content")` -> `messages[0].content`: union labels are dropped."""
+    path = ""
+    previous: int | str | None = None
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif not _is_union_label(part, previous):
+            path += f".{part}" if path else part
+        previous = part
+    return path
+
+
+def _is_union_label(part: str, previous: int | str | None) -> bool:
+    # pydantic names the union member in the location: a discriminator tag right after the union
+    # (a list item or `response_format`), or a type label such as `str` or `list[str]`.
+    if part in _TAGS and (isinstance(previous, int) or previous in _TAGGED_FIELDS):
+        return True
+    return part in _TYPE_LABELS or "[" in part or part[:1].isupper() or part.startswith(
+        ("function-", "constrained-", "literal")
+    )
+
+
+_TAGS = {"system", "developer", "user", "assistant", "tool", "text", "image_url", "refusal",
+         "json_object", "json_schema"}
+_TAGGED_FIELDS = {"response_format"}
+_TYPE_LABELS = {"str", "int", "float", "bool", "dict", "list", "none"}
+
+
+def raise_for_validation_error(exc: ValidationError, required: Sequence[str] = ()) -> NoReturn:
+    """Raise the catalog error for the first problem pydantic found."""
+    errors = exc.errors(include_url=False, include_input=False)
+    first = _most_specific(errors)
+    kind = first["type"]
+    loc = tuple(first["loc"])
+    param = param_path(loc) or None
+    if kind == "json_invalid" or (kind in {"model_type", "model_attributes_type"} and not loc):
+        raise HanseError(INVALID_JSON, "The request body must be a JSON object.")
+    if kind == "missing" and len(loc) == 1 and loc[0] in required:
+        raise HanseError(
+            MISSING_REQUIRED, f"`{loc[0]}` is required.", param=param, details={"parameter": param}
+        )
+    code = _code_for(kind)
+    if code is UNKNOWN_PARAMETER:
+        message = f"Unrecognized request argument supplied: {param}"
+    elif kind in _MISSING:
+        message = f"`{param}` is missing a required field." if kind != "missing" else (
+            f"`{param}` is required."
+        )
+    else:
+        message = f"Invalid value for `{param}`: {first['msg']}."
+    details: dict[str, Any] = {"parameter": param, "problem": kind}
+    if "ctx" in first:
+        details["constraint"] = {k: _plain(v) for k, v in first["ctx"].items() if k != "error"}
+    raise HanseError(code, message, param=param, details=details)
+
+
+def _most_specific(errors: list[Any]) -> Any:
+    # A union reports one error per branch; the deepest location is the one the client meant.
+    return max(enumerate(errors), key=lambda item: (len(param_path(item[1]["loc"])), -item[0]))[1]
+
+
+def _code_for(kind: str) -> ErrorCode:
+    if kind == "extra_forbidden":
+        return UNKNOWN_PARAMETER
+    if kind in _MISSING:
+        return MISSING_FIELD
+    if kind in _RANGE:
+        return OUT_OF_RANGE
+    if kind in _VALUE:
+        return INVALID_VALUE
+    return INVALID_TYPE
+
+
+def _plain(value: Any) -> Any:
+    return value if isinstance(value, (int, float, str, bool)) or value is None else str(value)
