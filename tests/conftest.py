@@ -30,4 +30,6 @@ def client(gateway: GatewayProcess, api_key: str) -> OpenAI:
 
 @pytest.fixture
 def aclient(gateway: GatewayProcess, api_key: str) -> AsyncOpenAI:
-    return AsyncOpenAI(base_url=f"{gateway.base_url}/v1", api_key=api_key, max_retries=0, timeout=120)
+    return AsyncOpenAI(
+        base_url=f"{gateway.base_url}/v1", api_key=api_key, max_retries=0, timeout=120
+    )

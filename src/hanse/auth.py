@@ -61,7 +61,9 @@ def key_from_headers(headers: Mapping[str, str]) -> str:
     api_key = headers.get("x-api-key")
     if api_key and api_key.strip():
         return api_key.strip()
-    raise HanseError(AUTH_MISSING_KEY, "No API key: send `Authorization: Bearer <key>` or `x-api-key`.")
+    raise HanseError(
+        AUTH_MISSING_KEY, "No API key: send `Authorization: Bearer <key>` or `x-api-key`."
+    )
 
 
 def scope_allows(scopes: Sequence[str], required: str) -> bool:

@@ -25,18 +25,20 @@ def main(argv: list[str] | None = None) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hanse", description=__doc__)
-    parser.set_defaults(command=lambda _args: parser.print_help() or 2)
+    parser.set_defaults(command=_usage(parser))
     commands = parser.add_subparsers(title="commands")
 
     serve = commands.add_parser("serve", help="run the gateway")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8080)
-    serve.add_argument("--config", help="TOML catalog (default: $HANSE_CONFIG or the embedded model)")
+    serve.add_argument(
+        "--config", help="TOML catalog (default: $HANSE_CONFIG or the embedded model)"
+    )
     serve.add_argument("--workers", type=int, default=1)
     serve.set_defaults(command=_serve)
 
     keys = commands.add_parser("keys", help="manage API keys")
-    keys.set_defaults(command=lambda _args: keys.print_help() or 2)
+    keys.set_defaults(command=_usage(keys))
     key_commands = keys.add_subparsers(title="key commands")
     create = key_commands.add_parser("create", help="create a key; prints only the key")
     create.add_argument("--account", default="default")
@@ -48,6 +50,14 @@ def _parser() -> argparse.ArgumentParser:
     listing = key_commands.add_parser("list", help="list keys (never the secrets)")
     listing.set_defaults(command=_keys_list)
     return parser
+
+
+def _usage(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace], int]:
+    def show(_args: argparse.Namespace) -> int:
+        parser.print_help(sys.stderr)
+        return 2
+
+    return show
 
 
 def _serve(args: argparse.Namespace) -> int:

@@ -59,9 +59,13 @@ NO_TOOLS = _entry("INFERENCE_3202", 400, _INVALID, "The model does not support f
 NO_STRUCTURED_OUTPUT = _entry(
     "INFERENCE_3203", 400, _INVALID, "The model does not support this response_format."
 )
-NO_LOGPROBS = _entry("INFERENCE_3204", 400, _INVALID, "The model does not return log probabilities.")
+NO_LOGPROBS = _entry(
+    "INFERENCE_3204", 400, _INVALID, "The model does not return log probabilities."
+)
 CONTEXT_EXCEEDED = _entry("INFERENCE_3207", 400, _INVALID, "The input exceeds the context window.")
-CONTENT_FILTERED = _entry("INFERENCE_3208", 400, _INVALID, "The provider's content filter refused it.")
+CONTENT_FILTERED = _entry(
+    "INFERENCE_3208", 400, _INVALID, "The provider's content filter refused it."
+)
 
 # Validation of what the client sent.
 INVALID_JSON = _entry("VALIDATION_4001", 400, _INVALID, "The body is not a JSON object.")
@@ -70,7 +74,9 @@ INVALID_TYPE = _entry("VALIDATION_4003", 400, _INVALID, "A parameter has the wro
 OUT_OF_RANGE = _entry("VALIDATION_4004", 400, _INVALID, "A parameter is out of its range.")
 INVALID_VALUE = _entry("VALIDATION_4005", 400, _INVALID, "A parameter has an invalid value.")
 MISSING_FIELD = _entry("VALIDATION_4006", 400, _INVALID, "A required field is missing.")
-UNKNOWN_PARAMETER = _entry("VALIDATION_4007", 400, _INVALID, "The request has an unknown parameter.")
+UNKNOWN_PARAMETER = _entry(
+    "VALIDATION_4007", 400, _INVALID, "The request has an unknown parameter."
+)
 NOT_SUPPORTED_YET = _entry(
     "VALIDATION_4008", 400, _INVALID, "The parameter is recognised but not supported yet."
 )

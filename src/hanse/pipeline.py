@@ -1,7 +1,7 @@
 """THE flow of a chat completion, top to bottom. Each step lives in its own module.
 
-    authenticate -> parse + validate -> resolve model -> capability checks -> context check
-      -> route (call, fail over) -> JSON answer, or SSE stream
+authenticate -> parse + validate -> resolve model -> capability checks -> context check
+  -> route (call, fail over) -> JSON answer, or SSE stream
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -100,7 +100,7 @@ async def chat_completions(
 
 async def _sse(
     first: StreamEvent,
-    events: AsyncIterator[StreamEvent],
+    events: AsyncGenerator[StreamEvent, None],
     writer: ChunkWriter,
     request: InferenceRequest,
     served: Served,

@@ -7,7 +7,7 @@ catalog order, each once.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,7 +71,7 @@ class Router:
 
     async def stream(
         self, model: ModelConfig, request: InferenceRequest
-    ) -> tuple[StreamEvent, AsyncIterator[StreamEvent], Served]:
+    ) -> tuple[StreamEvent, AsyncGenerator[StreamEvent, None], Served]:
         """The first event and the rest: a route that fails before its first event is skipped."""
         failures: list[tuple[Attempt, ProviderFailure]] = []
         for route in model.routes:

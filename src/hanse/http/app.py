@@ -172,9 +172,9 @@ def _announce(gateway: Gateway) -> None:
     print(
         f"Hanse ready on {bind}/v1 (models: {models})\n"
         f"  create a key:  KEY=$(.venv/bin/hanse keys create --account demo)\n"
-        f"  then:          curl {bind}/v1/chat/completions -H \"Authorization: Bearer $KEY\" "
+        f'  then:          curl {bind}/v1/chat/completions -H "Authorization: Bearer $KEY" '
         f"-H 'Content-Type: application/json' "
-        f"-d '{{\"model\":\"{example}\",\"messages\":[{{\"role\":\"user\",\"content\":\"Hi\"}}]}}'",
+        f'-d \'{{"model":"{example}","messages":[{{"role":"user","content":"Hi"}}]}}\'',
         file=sys.stderr,
         flush=True,
     )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Literal, Protocol
 
 from hanse.config.schema import ModelConfig, RouteConfig
@@ -26,7 +26,9 @@ class Provider(Protocol):
     async def complete(self, request: InferenceRequest, route: RouteConfig) -> Completion:
         """Answer the whole request at once."""
 
-    def stream(self, request: InferenceRequest, route: RouteConfig) -> AsyncIterator[StreamEvent]:
+    def stream(
+        self, request: InferenceRequest, route: RouteConfig
+    ) -> AsyncGenerator[StreamEvent, None]:
         """Answer piece by piece; the last event is the `Usage` of the whole request."""
 
 

@@ -37,7 +37,9 @@ async def collect_stream(events: AsyncIterator[StreamEvent]) -> Completion:
             index=index,
             content="".join(texts[index]) if texts[index] or index not in calls else None,
             finish_reason=finish.get(index, "stop"),  # type: ignore[arg-type]
-            tool_calls=[ToolCall(c["id"], c["name"], c["arguments"]) for c in calls.get(index, {}).values()],
+            tool_calls=[
+                ToolCall(c["id"], c["name"], c["arguments"]) for c in calls.get(index, {}).values()
+            ],
             logprobs=logprobs.get(index),
         )
         for index in sorted(texts)

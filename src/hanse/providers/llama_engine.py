@@ -18,8 +18,8 @@ from typing import Any
 
 import llama_cpp
 import numpy as np
-from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 from llama_cpp import llama_grammar
+from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 from llama_cpp.llama_grammar import LlamaGrammar
 
 
@@ -80,8 +80,12 @@ class LlamaEngine:
         )
         metadata = self.llama.metadata
         vocab = self.llama._model.vocab
-        eos = self.llama.detokenize([self.llama.token_eos()], special=True).decode("utf-8", "replace")
-        bos = self.llama.detokenize([self.llama.token_bos()], special=True).decode("utf-8", "replace")
+        eos = self.llama.detokenize([self.llama.token_eos()], special=True).decode(
+            "utf-8", "replace"
+        )
+        bos = self.llama.detokenize([self.llama.token_bos()], special=True).decode(
+            "utf-8", "replace"
+        )
         self._formatter = Jinja2ChatFormatter(
             template=metadata["tokenizer.chat_template"], eos_token=eos, bos_token=bos
         )
@@ -104,8 +108,12 @@ class LlamaEngine:
         """Yield text pieces, then the `Outcome`. Stop strings never reach the output."""
         llama = self.llama
         llama.reset()
-        llama.set_seed(params.seed if params.seed is not None else self._seed_source.getrandbits(31))
-        grammar = LlamaGrammar.from_string(params.grammar, verbose=False) if params.grammar else None
+        llama.set_seed(
+            params.seed if params.seed is not None else self._seed_source.getrandbits(31)
+        )
+        grammar = (
+            LlamaGrammar.from_string(params.grammar, verbose=False) if params.grammar else None
+        )
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         held = ""  # text that could still be the start of a stop string
         held_logprobs: list[dict[str, Any]] = []

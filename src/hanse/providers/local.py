@@ -13,7 +13,7 @@ import json
 import logging
 import secrets
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,7 +93,7 @@ class LocalProvider:
 
     async def stream(
         self, request: InferenceRequest, route: RouteConfig
-    ) -> AsyncIterator[StreamEvent]:
+    ) -> AsyncGenerator[StreamEvent, None]:
         plan = self._plan(request)
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Any] = asyncio.Queue()
@@ -231,7 +231,9 @@ class _ChoiceShaper:
         ]
 
     def _buffered_text(self) -> ChoiceDelta:
-        delta = ChoiceDelta(self.index, content=self.buffer, logprobs=self.buffered_logprobs or None)
+        delta = ChoiceDelta(
+            self.index, content=self.buffer, logprobs=self.buffered_logprobs or None
+        )
         self.buffer, self.buffered_logprobs = "", []
         return delta
 

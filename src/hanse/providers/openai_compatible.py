@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -97,7 +97,7 @@ class OpenAICompatibleProvider:
 
     async def stream(
         self, request: InferenceRequest, route: RouteConfig
-    ) -> AsyncIterator[StreamEvent]:
+    ) -> AsyncGenerator[StreamEvent, None]:
         body = self._body(request, route)
         usage: Usage | None = None
         completion_chars = 0
@@ -120,9 +120,7 @@ class OpenAICompatibleProvider:
                 raise ProviderFailure("connect", "the provider cut the stream") from exc
             except TimeoutError as exc:
                 raise ProviderFailure("timeout", "the provider stopped sending") from exc
-        yield usage or Usage(
-            estimate_tokens(request.messages), (completion_chars + 3) // 4
-        )
+        yield usage or Usage(estimate_tokens(request.messages), (completion_chars + 3) // 4)
 
     def _body(self, request: InferenceRequest, route: RouteConfig) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -178,10 +176,15 @@ class OpenAICompatibleProvider:
                 retry_after=_retry_after(response.headers.get("Retry-After")),
             )
         if status in (401, 403):
-            raise ProviderFailure("auth", "the provider refused the gateway's credentials", status=status)
+            raise ProviderFailure(
+                "auth", "the provider refused the gateway's credentials", status=status
+            )
         if status >= 500 or status in (404, 408):
             raise ProviderFailure("server", f"the provider answered {status}", status=status)
-        if "content_filter" in raw.decode("utf-8", "replace") or "content filter" in message.lower():
+        if (
+            "content_filter" in raw.decode("utf-8", "replace")
+            or "content filter" in message.lower()
+        ):
             raise HanseError(CONTENT_FILTERED, details={"provider_message": message}, param=None)
         raise HanseError(
             PROVIDER_REJECTED,
@@ -247,7 +250,7 @@ def _finish(value: Any) -> Any:
 
 
 def _completion(raw: dict[str, Any]) -> Completion:
-    choices = []
+    choices: list[Choice] = []
     for item in raw["choices"]:
         message = item.get("message") or {}
         calls = [
@@ -265,7 +268,9 @@ def _completion(raw: dict[str, Any]) -> Completion:
             )
         )
     usage = _usage(raw.get("usage") or {})
-    return Completion(choices=choices, usage=usage, system_fingerprint=raw.get("system_fingerprint"))
+    return Completion(
+        choices=choices, usage=usage, system_fingerprint=raw.get("system_fingerprint")
+    )
 
 
 def _deltas(chunk: dict[str, Any]) -> list[ChoiceDelta]:
@@ -292,4 +297,3 @@ def _deltas(chunk: dict[str, Any]) -> list[ChoiceDelta]:
             )
         )
     return deltas
-

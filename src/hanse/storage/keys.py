@@ -63,7 +63,10 @@ class KeyStore:
         if row is None:
             return None
         return Principal(
-            key_id=row.id, account_id=row.account_id, account_name=row.name, scopes=tuple(row.scopes)
+            key_id=row.id,
+            account_id=row.account_id,
+            account_name=row.name,
+            scopes=tuple(row.scopes),
         )
 
     async def revoke(self, key_id: str) -> bool:
@@ -102,5 +105,7 @@ async def _account_id(conn: AsyncConnection, name: str, now: datetime) -> int:
     found = (await conn.execute(select(accounts.c.id).where(accounts.c.name == name))).scalar()
     if found is not None:
         return int(found)
-    result = await conn.execute(insert(accounts).values(name=name, created_at=now))
-    return int(result.inserted_primary_key[0])
+    result = await conn.execute(
+        insert(accounts).values(name=name, created_at=now).returning(accounts.c.id)
+    )
+    return int(result.scalar_one())

@@ -66,7 +66,11 @@ def _check(wire: ChatCompletionRequest) -> None:
                 param=name,
                 details={"parameter": name},
             )
-    if wire.max_tokens and wire.max_completion_tokens and wire.max_tokens != wire.max_completion_tokens:
+    if (
+        wire.max_tokens
+        and wire.max_completion_tokens
+        and wire.max_tokens != wire.max_completion_tokens
+    ):
         raise _invalid("max_tokens", "Set `max_tokens` or `max_completion_tokens`, not both.")
     if isinstance(wire.stop, list) and any(not s for s in wire.stop):
         raise _invalid("stop", "Stop sequences must not be empty strings.")
@@ -96,11 +100,12 @@ def _check_tools(wire: ChatCompletionRequest) -> None:
     for index, tool in enumerate(wire.tools or []):
         parameters = tool.function.parameters
         if parameters is not None and parameters.get("type", "object") != "object":
-            raise _invalid(f"tools[{index}].function.parameters", "Parameters must be an object schema.")
+            raise _invalid(
+                f"tools[{index}].function.parameters", "Parameters must be an object schema."
+            )
     choice = wire.tool_choice
-    if choice in ("required",) or isinstance(choice, NamedToolChoice):
-        if not names:
-            raise _invalid("tool_choice", "`tool_choice` needs `tools`.")
+    if (choice == "required" or isinstance(choice, NamedToolChoice)) and not names:
+        raise _invalid("tool_choice", "`tool_choice` needs `tools`.")
     if isinstance(choice, NamedToolChoice) and choice.function.name not in names:
         raise _invalid(
             "tool_choice", f"`tool_choice` names `{choice.function.name}`, which is not in `tools`."
@@ -109,7 +114,11 @@ def _check_tools(wire: ChatCompletionRequest) -> None:
 
 def _check_messages(wire: ChatCompletionRequest) -> None:
     for index, message in enumerate(wire.messages):
-        if isinstance(message, AssistantMessage) and message.content is None and not message.tool_calls:
+        if (
+            isinstance(message, AssistantMessage)
+            and message.content is None
+            and not message.tool_calls
+        ):
             raise HanseError(
                 MISSING_FIELD,
                 "An assistant message needs `content` or `tool_calls`.",

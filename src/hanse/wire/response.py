@@ -54,7 +54,12 @@ class ChunkWriter:
     """Builds the chunks of one stream: same id and created on each, a role delta first per choice."""
 
     def __init__(self, *, id: str, created: int, model: str, include_usage: bool) -> None:
-        self._base = {"id": id, "object": "chat.completion.chunk", "created": created, "model": model}
+        self._base = {
+            "id": id,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+        }
         self._include_usage = include_usage
         self._started: set[int] = set()
         self._tool_calls_seen: set[tuple[int, int]] = set()
@@ -65,8 +70,11 @@ class ChunkWriter:
         if delta.index not in self._started:
             self._started.add(delta.index)
             role = {"role": "assistant", "content": "", "refusal": None}
-            out.append(self._chunk([{"index": delta.index, "delta": role, "logprobs": None,
-                                     "finish_reason": None}]))
+            out.append(
+                self._chunk(
+                    [{"index": delta.index, "delta": role, "logprobs": None, "finish_reason": None}]
+                )
+            )
         body: dict[str, Any] = {}
         if delta.content:
             body["content"] = delta.content

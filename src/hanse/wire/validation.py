@@ -51,13 +51,26 @@ def _is_union_label(part: str, previous: int | str | None) -> bool:
     # (a list item or `response_format`), or a type label such as `str` or `list[str]`.
     if part in _TAGS and (isinstance(previous, int) or previous in _TAGGED_FIELDS):
         return True
-    return part in _TYPE_LABELS or "[" in part or part[:1].isupper() or part.startswith(
-        ("function-", "constrained-", "literal")
+    return (
+        part in _TYPE_LABELS
+        or "[" in part
+        or part[:1].isupper()
+        or part.startswith(("function-", "constrained-", "literal"))
     )
 
 
-_TAGS = {"system", "developer", "user", "assistant", "tool", "text", "image_url", "refusal",
-         "json_object", "json_schema"}
+_TAGS = {
+    "system",
+    "developer",
+    "user",
+    "assistant",
+    "tool",
+    "text",
+    "image_url",
+    "refusal",
+    "json_object",
+    "json_schema",
+}
 _TAGGED_FIELDS = {"response_format"}
 _TYPE_LABELS = {"str", "int", "float", "bool", "dict", "list", "none"}
 
@@ -79,8 +92,10 @@ def raise_for_validation_error(exc: ValidationError, required: Sequence[str] = (
     if code is UNKNOWN_PARAMETER:
         message = f"Unrecognized request argument supplied: {param}"
     elif kind in _MISSING:
-        message = f"`{param}` is missing a required field." if kind != "missing" else (
-            f"`{param}` is required."
+        message = (
+            f"`{param}` is missing a required field."
+            if kind != "missing"
+            else (f"`{param}` is required.")
         )
     else:
         message = f"Invalid value for `{param}`: {first['msg']}."
