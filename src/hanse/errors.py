@@ -85,7 +85,6 @@ METHOD_NOT_ALLOWED = _entry("VALIDATION_4050", 405, _INVALID, "Method not allowe
 
 # The gateway itself.
 INTERNAL = _entry("SYSTEM_9001", 500, _SERVER, "Unexpected failure inside the gateway.", True)
-UNAVAILABLE = _entry("SYSTEM_9003", 503, _SERVER, "The gateway is not ready.", retryable=True)
 
 
 class HanseError(Exception):

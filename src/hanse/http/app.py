@@ -30,6 +30,7 @@ from hanse.errors import (
     HanseError,
 )
 from hanse.gateway import Gateway
+from hanse.http import admin
 from hanse.http.models import model_list, model_object
 from hanse.pipeline import Trace, authenticate, chat_completions
 from hanse.settings import Settings
@@ -116,6 +117,13 @@ async def get_model(request: Request, gateway: Gateway, trace: Trace) -> Respons
     return JSONResponse(model_object(model, _include_meta(request)))
 
 
+def _json(handler: Callable[[Request, Gateway], Awaitable[Any]], status: int = 200) -> Handler:
+    async def run(request: Request, gateway: Gateway, trace: Trace) -> Response:
+        return JSONResponse(await handler(request, gateway), status_code=status)
+
+    return run
+
+
 async def health(request: Request, gateway: Gateway, trace: Trace) -> Response:
     return JSONResponse({"status": "ok"})
 
@@ -157,6 +165,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
             Route("/v1/models", endpoint(list_models), methods=["GET"]),
             Route("/v1/models/{model_id:path}", endpoint(get_model), methods=["GET"]),
             Route("/health", endpoint(health), methods=["GET"]),
+            Route("/admin/keys", endpoint(_json(admin.create_key, 201)), methods=["POST"]),
+            Route("/admin/keys", endpoint(_json(admin.list_keys)), methods=["GET"]),
+            Route("/admin/keys/{key_id}", endpoint(_json(admin.revoke_key)), methods=["DELETE"]),
         ],
         exception_handlers={HTTPException: _http_exception},
         lifespan=lifespan,
