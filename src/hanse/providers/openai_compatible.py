@@ -101,6 +101,8 @@ class OpenAICompatibleProvider:
         body = self._body(request, route)
         usage: Usage | None = None
         completion_chars = 0
+        started: set[int] = set()
+        finished: set[int] = set()
         async with self._post(body) as response:
             await self._raise_for_status(response)
             try:
@@ -115,11 +117,18 @@ class OpenAICompatibleProvider:
                         usage = _usage(chunk["usage"])
                     for delta in _deltas(chunk):
                         completion_chars += len(delta.content or "")
+                        started.add(delta.index)
+                        if delta.finish_reason:
+                            finished.add(delta.index)
                         yield delta
+                else:
+                    # The body ended without [DONE]: a truncated answer unless every choice finished.
+                    if not started or started - finished:
+                        raise ProviderFailure("connect", "the provider ended the stream early")
+            except TimeoutError as exc:  # first: aiohttp's read timeout is a connection error too
+                raise ProviderFailure("timeout", "the provider stopped sending") from exc
             except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as exc:
                 raise ProviderFailure("connect", "the provider cut the stream") from exc
-            except TimeoutError as exc:
-                raise ProviderFailure("timeout", "the provider stopped sending") from exc
         yield usage or Usage(estimate_tokens(request.messages), (completion_chars + 3) // 4)
 
     def _body(self, request: InferenceRequest, route: RouteConfig) -> dict[str, Any]:
@@ -196,10 +205,10 @@ class OpenAICompatibleProvider:
     async def _read(response: aiohttp.ClientResponse) -> bytes:
         try:
             return await response.read()
+        except TimeoutError as exc:  # first: aiohttp's read timeout is a connection error too
+            raise ProviderFailure("timeout", "the provider did not answer in time") from exc
         except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as exc:
             raise ProviderFailure("connect", "the provider cut the connection") from exc
-        except TimeoutError as exc:
-            raise ProviderFailure("timeout", "the provider did not answer in time") from exc
 
 
 def _response_format(request: InferenceRequest) -> dict[str, Any]:
