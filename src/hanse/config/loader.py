@@ -64,4 +64,5 @@ def load_catalog(path: str | Path | None) -> Catalog:
 def _describe(err: Any) -> str:
     key = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in err["loc"])
     message = str(err["msg"]).removeprefix("Value error, ")
-    return f"{key.lstrip('.') or '(top level)'}: {message}"
+    # Checks that span the whole catalog name their key path in the message itself.
+    return f"{key.lstrip('.')}: {message}" if key else message

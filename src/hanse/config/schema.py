@@ -6,9 +6,11 @@ import re
 from decimal import Decimal
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 _ID = r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,127}$"
+# Model ids may hold colons (`qwen2.5:7b`); only a trailing flavor is the client's suffix.
+_MODEL_ID = r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$"
 _FLAVOR_NAMES = ("balanced", "speed", "price", "eco", "batch")
 
 
@@ -21,7 +23,7 @@ class ProviderConfig(_Strict):
 
     id: Annotated[str, Field(pattern=_ID)]
     kind: Literal["openai_compatible", "local"]
-    base_url: str | None = None
+    base_url: Annotated[str | None, Field(validate_default=True)] = None
     api_key_env: str | None = None
     location: Annotated[str, Field(pattern=r"^[A-Z]{2}$")] = "DE"
     pue: Annotated[float, Field(ge=1.0, le=3.0)] = 1.2
@@ -32,14 +34,16 @@ class ProviderConfig(_Strict):
     n_threads: Annotated[int, Field(ge=1, le=256)] = 2
     n_ctx: Annotated[int, Field(ge=256, le=131072)] = 8192
 
-    @model_validator(mode="after")
-    def _kind_fields(self) -> ProviderConfig:
-        if self.kind == "openai_compatible":
-            if not self.base_url:
+    @field_validator("base_url")
+    @classmethod
+    def _base_url(cls, value: str | None, info: ValidationInfo) -> str | None:
+        # A field check (not a model one), so that the error names `providers[i].base_url`.
+        if info.data.get("kind") == "openai_compatible":
+            if not value:
                 raise ValueError("an openai_compatible provider needs base_url")
-            if not re.match(r"^https?://[^\s/]+", self.base_url):
+            if not re.match(r"^https?://[^\s/]+", value):
                 raise ValueError("base_url must be an http:// or https:// URL")
-        return self
+        return value
 
 
 class Capabilities(_Strict):
@@ -72,7 +76,7 @@ class RouteConfig(_Strict):
 
 
 class ModelConfig(_Strict):
-    id: Annotated[str, Field(pattern=_ID)]
+    id: Annotated[str, Field(pattern=_MODEL_ID)]
     owned_by: str = "hanse"
     display_name: str | None = None
     created: int = 1735689600
@@ -107,13 +111,14 @@ class Catalog(_Strict):
     @model_validator(mode="after")
     def _references(self) -> Catalog:
         provider_ids = [p.id for p in self.providers]
-        _unique(provider_ids, "provider")
-        _unique([m.id for m in self.models], "model")
-        for model in self.models:
-            for route in model.routes:
+        _unique(provider_ids, "providers")
+        _unique([m.id for m in self.models], "models")
+        for i, model in enumerate(self.models):
+            for j, route in enumerate(model.routes):
                 if route.provider not in provider_ids:
                     raise ValueError(
-                        f"model {model.id!r} routes to unknown provider {route.provider!r}"
+                        f"models[{i}].routes[{j}].provider: model {model.id!r} routes to "
+                        f"unknown provider {route.provider!r}"
                     )
         return self
 
@@ -124,9 +129,9 @@ class Catalog(_Strict):
         return next(p for p in self.providers if p.id == provider_id)
 
 
-def _unique(ids: list[str], what: str) -> None:
+def _unique(ids: list[str], table: str) -> None:
     seen: set[str] = set()
-    for item in ids:
+    for index, item in enumerate(ids):
         if item in seen:
-            raise ValueError(f"duplicate {what} id {item!r}")
+            raise ValueError(f"{table}[{index}].id: duplicate id {item!r}")
         seen.add(item)

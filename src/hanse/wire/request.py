@@ -138,6 +138,9 @@ class StreamOptions(_Wire):
 
 Probability = Annotated[float, Field(ge=0, le=1)]
 Penalty = Annotated[float, Field(ge=-2, le=2)]
+# Integers stay within int64, as OpenAI's schema bounds `seed`: larger ones cannot travel as JSON.
+_INT64_MAX = 2**63 - 1
+Count = Annotated[int, Field(ge=1, le=_INT64_MAX)]
 
 
 class ChatCompletionRequest(_Wire):
@@ -145,16 +148,16 @@ class ChatCompletionRequest(_Wire):
 
     model: Annotated[str, Field(min_length=1, max_length=256)]
     messages: Annotated[list[Message], Field(min_length=1)]
-    max_tokens: Annotated[int, Field(ge=1)] | None = None
-    max_completion_tokens: Annotated[int, Field(ge=1)] | None = None
+    max_tokens: Count | None = None
+    max_completion_tokens: Count | None = None
     temperature: Annotated[float, Field(ge=0, le=2)] | None = None
     top_p: Probability | None = None
-    top_k: Annotated[int, Field(ge=0)] | None = None
+    top_k: Annotated[int, Field(ge=0, le=_INT64_MAX)] | None = None
     min_p: Probability | None = None
     frequency_penalty: Penalty | None = None
     presence_penalty: Penalty | None = None
     stop: str | Annotated[list[str], Field(max_length=4)] | None = None
-    seed: int | None = None
+    seed: Annotated[int, Field(ge=-_INT64_MAX - 1, le=_INT64_MAX)] | None = None
     user: Annotated[str, Field(max_length=256)] | None = None
     n: Annotated[int, Field(ge=1, le=10)] | None = None
     stream: bool | None = None

@@ -31,6 +31,8 @@ _RANGE = {
 }
 _VALUE = {"literal_error", "enum", "string_pattern_mismatch", "value_error", "union_tag_invalid"}
 _MISSING = {"missing", "union_tag_not_found"}
+# `model: ""` or `messages: []` is as good as missing: VALIDATION_4002, as the reference page says.
+_ABSENT = {"missing", "too_short", "string_too_short"}
 
 
 def param_path(loc: Sequence[int | str]) -> str:
@@ -80,23 +82,20 @@ def raise_for_validation_error(exc: ValidationError, required: Sequence[str] = (
     errors = exc.errors(include_url=False, include_input=False)
     first = _most_specific(errors)
     kind = first["type"]
-    loc = tuple(first["loc"])
+    loc = _location(first)
     param = param_path(loc) or None
     if kind == "json_invalid" or (kind in {"model_type", "model_attributes_type"} and not loc):
         raise HanseError(INVALID_JSON, "The request body must be a JSON object.")
-    if kind == "missing" and len(loc) == 1 and loc[0] in required:
+    if kind in _ABSENT and len(loc) == 1 and loc[0] in required:
+        problem = "is required" if kind == "missing" else "must not be empty"
         raise HanseError(
-            MISSING_REQUIRED, f"`{loc[0]}` is required.", param=param, details={"parameter": param}
+            MISSING_REQUIRED, f"`{loc[0]}` {problem}.", param=param, details={"parameter": param}
         )
     code = _code_for(kind)
     if code is UNKNOWN_PARAMETER:
         message = f"Unrecognized request argument supplied: {param}"
     elif kind in _MISSING:
-        message = (
-            f"`{param}` is missing a required field."
-            if kind != "missing"
-            else (f"`{param}` is required.")
-        )
+        message = f"`{param}` is required."
     else:
         message = f"Invalid value for `{param}`: {first['msg']}."
     details: dict[str, Any] = {"parameter": param, "problem": kind}
@@ -106,8 +105,26 @@ def raise_for_validation_error(exc: ValidationError, required: Sequence[str] = (
 
 
 def _most_specific(errors: list[Any]) -> Any:
-    # A union reports one error per branch; the deepest location is the one the client meant.
-    return max(enumerate(errors), key=lambda item: (len(param_path(item[1]["loc"])), -item[0]))[1]
+    # A union reports one error per branch; the deepest location is the one the client meant, and
+    # at equal depth a branch whose type matched (e.g. a list of 5 stops) beats a type mismatch.
+    return max(
+        enumerate(errors),
+        key=lambda item: (
+            len(param_path(_location(item[1]))),
+            not item[1]["type"].endswith("_type"),
+            -item[0],
+        ),
+    )[1]
+
+
+def _location(error: Any) -> tuple[int | str, ...]:
+    """The error's location; a bad or missing union tag points at the tag field (`role`, `type`)."""
+    loc = tuple(error["loc"])
+    if error["type"] in {"union_tag_invalid", "union_tag_not_found"}:
+        discriminator = str(error.get("ctx", {}).get("discriminator", "")).strip("'")
+        if discriminator.isidentifier():
+            loc += (discriminator,)
+    return loc
 
 
 def _code_for(kind: str) -> ErrorCode:
