@@ -270,6 +270,7 @@ def test_stream_is_relayed_with_usage(client: OpenAI, upstream: ScriptedUpstream
     assert {c.model for c in chunks} == {"up-ok"}
     assert len({c.id for c in chunks}) == 1
     assert chunks[0].choices[0].delta.role == "assistant"
+    assert {c.system_fingerprint for c in chunks} == {FINGERPRINT}
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text == ANSWER
     assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"

@@ -64,8 +64,9 @@ def check_context(model: ModelConfig, request: InferenceRequest, input_tokens: i
     if input_tokens >= model.context_length or wanted > model.context_length:
         raise HanseError(
             CONTEXT_EXCEEDED,
-            f"The input ({input_tokens} tokens) plus max_tokens ({request.max_tokens or 0}) exceeds "
-            f"the context window of `{model.id}` ({model.context_length} tokens).",
+            f"The input ({input_tokens} tokens)"
+            + (f" plus max_tokens ({request.max_tokens})" if request.max_tokens else "")
+            + f" does not fit the context window of `{model.id}` ({model.context_length} tokens).",
             param="messages",
             details={
                 "context_length": model.context_length,

@@ -118,6 +118,7 @@ class ChoiceDelta:
     tool_calls: list[ToolCallDelta] | None = None
     finish_reason: FinishReason | None = None
     logprobs: Logprobs | None = None
+    system_fingerprint: str | None = None
 
 
 StreamEvent = ChoiceDelta | Usage

@@ -50,7 +50,12 @@ class JSONResponse(Response):
 
 def error_response(error: HanseError, request_id: str) -> JSONResponse:
     headers = {**error.headers, "X-Request-ID": request_id}
-    return JSONResponse(error.body(), status_code=error.error.status, headers=headers)
+    try:
+        return JSONResponse(error.body(), status_code=error.error.status, headers=headers)
+    except orjson.JSONEncodeError:  # details that cannot be encoded must not turn into a bare 500
+        log.exception("unencodable error details", extra={"code": error.error.code})
+        plain = HanseError(error.error, error.message, param=error.param)
+        return JSONResponse(plain.body(), status_code=error.error.status, headers=headers)
 
 
 def endpoint(handler: Handler) -> Callable[[Request], Awaitable[Response]]:

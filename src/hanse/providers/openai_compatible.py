@@ -43,6 +43,8 @@ _OPTIONAL = (
     "top_logprobs",
 )
 _FINISH = {"stop", "length", "tool_calls", "content_filter"}
+# OpenAI's and Azure's codes for a refusal by the provider's safety filter.
+_CONTENT_FILTER_CODES = {"content_filter", "content_policy_violation"}
 
 
 class OpenAICompatibleProvider:
@@ -174,8 +176,7 @@ class OpenAICompatibleProvider:
     async def _raise_for_status(self, response: aiohttp.ClientResponse) -> None:
         if response.status == 200:
             return
-        raw = await self._read(response)
-        message = _upstream_message(raw)
+        message, code = _upstream_error(await self._read(response))
         status = response.status
         if status == 429:
             raise ProviderFailure(
@@ -190,10 +191,7 @@ class OpenAICompatibleProvider:
             )
         if status >= 500 or status in (404, 408):
             raise ProviderFailure("server", f"the provider answered {status}", status=status)
-        if (
-            "content_filter" in raw.decode("utf-8", "replace")
-            or "content filter" in message.lower()
-        ):
+        if code in _CONTENT_FILTER_CODES:
             raise HanseError(CONTENT_FILTERED, details={"provider_message": message}, param=None)
         raise HanseError(
             PROVIDER_REJECTED,
@@ -222,13 +220,19 @@ def _response_format(request: InferenceRequest) -> dict[str, Any]:
     return {"type": "json_schema", "json_schema": schema}
 
 
-def _upstream_message(raw: bytes) -> str:
+def _upstream_error(raw: bytes) -> tuple[str, str | None]:
+    """The message and code of an upstream's OpenAI-shaped error body (truncated, never trusted)."""
     try:
         error = orjson.loads(raw).get("error")
-        message = error.get("message") if isinstance(error, dict) else error
-        return str(message)[:500] if message else "no message"
     except (orjson.JSONDecodeError, AttributeError):
-        return raw[:200].decode("utf-8", "replace") or "no message"
+        return raw[:200].decode("utf-8", "replace") or "no message", None
+    if not isinstance(error, dict):
+        return (str(error)[:500] if error else "no message"), None
+    code = error.get("code")
+    message = error.get("message")
+    return (str(message)[:500] if message else "no message"), (
+        code if isinstance(code, str) else None
+    )
 
 
 def _retry_after(value: str | None) -> float | None:
@@ -303,6 +307,7 @@ def _deltas(chunk: dict[str, Any]) -> list[ChoiceDelta]:
                 tool_calls=calls or None,
                 finish_reason=_finish(item.get("finish_reason")),
                 logprobs=logprobs,
+                system_fingerprint=chunk.get("system_fingerprint"),
             )
         )
     return deltas

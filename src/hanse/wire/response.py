@@ -54,7 +54,7 @@ class ChunkWriter:
     """Builds the chunks of one stream: same id and created on each, a role delta first per choice."""
 
     def __init__(self, *, id: str, created: int, model: str, include_usage: bool) -> None:
-        self._base = {
+        self._base: dict[str, Any] = {
             "id": id,
             "object": "chat.completion.chunk",
             "created": created,
@@ -67,6 +67,8 @@ class ChunkWriter:
     def chunks(self, delta: ChoiceDelta) -> list[dict[str, Any]]:
         """The chunk(s) a delta becomes: the choice's role chunk first, if it has not gone out yet."""
         out = []
+        if delta.system_fingerprint and "system_fingerprint" not in self._base:
+            self._base["system_fingerprint"] = delta.system_fingerprint
         if delta.index not in self._started:
             self._started.add(delta.index)
             role = {"role": "assistant", "content": "", "refusal": None}
