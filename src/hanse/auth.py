@@ -34,6 +34,7 @@ class Principal:
     account_id: int
     account_name: str
     scopes: tuple[str, ...]
+    plan: str = "energy_then_credits"
 
 
 def generate_key(prefix: str) -> str:

@@ -44,11 +44,19 @@ AUTH_INVALID_KEY = _entry("AUTH_1008", 401, _AUTH, "The API key is invalid, expi
 AUTH_ADMIN_REQUIRED = _entry("AUTH_1010", 401, _AUTH, "This operation needs the admin credential.")
 AUTH_SCOPE = _entry("AUTH_1015", 403, _PERM, "The API key lacks the scope this endpoint needs.")
 
+# Billing.
+_QUOTA = "insufficient_quota"
+OUT_OF_ENERGY = _entry("BILLING_2001", 402, _QUOTA, "Not enough energy for this request.")
+OUT_OF_CREDITS = _entry("BILLING_2003", 402, _QUOTA, "Not enough credits for this request.")
+
 # Inference.
 UNKNOWN_MODEL = _entry("INFERENCE_3001", 404, _NOT_FOUND, "The model does not exist.")
 PROVIDER_REJECTED = _entry("INFERENCE_3102", 400, _INVALID, "The provider rejected the request.")
 ALL_PROVIDERS_FAILED = _entry(
     "INFERENCE_3103", 502, _SERVER, "Every provider failed; retry later.", retryable=True
+)
+NO_ROUTE = _entry(
+    "INFERENCE_3104", 503, _SERVER, "No provider of the model matches the request's filters."
 )
 UPSTREAM_TIMEOUT = _entry("INFERENCE_3107", 504, _SERVER, "The provider timed out.", retryable=True)
 UPSTREAM_RATE_LIMITED = _entry(

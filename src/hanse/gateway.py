@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 
+from hanse.billing import Billing
 from hanse.config.schema import Catalog
 from hanse.providers.registry import build_providers
 from hanse.routing import Router
 from hanse.settings import Settings
+from hanse.storage.accounts import AccountStore
 from hanse.storage.database import create_schema, make_engine
 from hanse.storage.keys import KeyStore
+from hanse.storage.ledger import LedgerStore
 
 
 class Gateway:
@@ -20,13 +23,22 @@ class Gateway:
         self.catalog = catalog
         self.engine = make_engine(settings.effective_database_url)
         self.keys = KeyStore(self.engine, settings.key_prefix)
+        self.accounts = AccountStore(self.engine)
+        self.ledger = LedgerStore(self.engine)
+        self.billing = Billing(self.ledger, self.accounts, settings.reservation_ttl_s)
+        self._sweeper: asyncio.Task[None] | None = None
         self.providers = build_providers(catalog)
         self.router = Router(self.providers)
 
     async def start(self) -> None:
         await create_schema(self.engine)
         await asyncio.gather(*(provider.start() for provider in self.providers.values()))
+        self._sweeper = asyncio.create_task(
+            self.billing.run_sweeper(self.settings.sweep_interval_s)
+        )
 
     async def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
         await asyncio.gather(*(provider.close() for provider in self.providers.values()))
         await self.engine.dispose()

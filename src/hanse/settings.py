@@ -20,6 +20,8 @@ class Settings(BaseSettings):
     key_prefix: str = "sk-mel-"
     log_level: str = "info"
     public_url: str = "http://127.0.0.1:8080"
+    reservation_ttl_s: float = 900.0
+    sweep_interval_s: float = 30.0
 
     @property
     def effective_database_url(self) -> str:

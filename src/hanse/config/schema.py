@@ -6,7 +6,19 @@ import re
 from decimal import Decimal
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from hanse.config.intensity import HourlyIntensity, read_hourly_intensity
+from hanse.grid import is_country
+from hanse.money import PRICE_DECIMALS
 
 _ID = r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,127}$"
 # Model ids may hold colons (`qwen2.5:7b`); only a trailing flavor is the client's suffix.
@@ -28,6 +40,15 @@ class ProviderConfig(_Strict):
     location: Annotated[str, Field(pattern=r"^[A-Z]{2}$")] = "DE"
     pue: Annotated[float, Field(ge=1.0, le=3.0)] = 1.2
     renewable_percent: Annotated[float, Field(ge=0, le=100)] = 0
+    wue: Annotated[float, Field(ge=0, le=20)] = 0.5
+
+    @field_validator("location")
+    @classmethod
+    def _known_country(cls, value: str) -> str:
+        if not is_country(value):
+            raise ValueError(f"{value!r} is not an ISO 3166 alpha-2 country code")
+        return value
+
     connect_timeout_s: Annotated[float, Field(gt=0, le=120)] = 5.0
     read_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 600.0
     model_path: str | None = None
@@ -69,6 +90,15 @@ class RouteConfig(_Strict):
     upstream_model: str | None = None
     input_eur_per_million: Annotated[Decimal, Field(ge=0)] = Decimal(0)
     output_eur_per_million: Annotated[Decimal, Field(ge=0)] = Decimal(0)
+    energy_kwh_per_token: Annotated[float, Field(gt=0, lt=1)] | None = None
+
+    @field_validator("input_eur_per_million", "output_eur_per_million")
+    @classmethod
+    def _exact_price(cls, value: Decimal) -> Decimal:
+        # Six decimals per million tokens keep every token's price a whole number of pico-euros.
+        if value != value.quantize(Decimal(1).scaleb(-PRICE_DECIMALS)) or value > 10**6:
+            raise ValueError(f"a price has at most {PRICE_DECIMALS} decimals and is below 1000000")
+        return value
 
     @property
     def id(self) -> str:
@@ -102,11 +132,20 @@ class ModelConfig(_Strict):
         return ["text", "image"] if self.capabilities.vision else ["text"]
 
 
+class ImpactConfig(_Strict):
+    """How environmental impact is estimated beyond the catalog's per-provider figures."""
+
+    hourly_carbon_csv: Annotated[HourlyIntensity, BeforeValidator(read_hourly_intensity)] = Field(
+        default_factory=dict
+    )
+
+
 class Catalog(_Strict):
     """Everything the gateway can route to."""
 
     providers: list[ProviderConfig]
     models: list[ModelConfig]
+    impact: ImpactConfig = ImpactConfig()
 
     @model_validator(mode="after")
     def _references(self) -> Catalog:

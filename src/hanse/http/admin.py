@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import hmac
-from typing import Any
+from decimal import Decimal
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.requests import Request
@@ -11,7 +12,11 @@ from starlette.requests import Request
 from hanse.auth import KNOWN_SCOPES
 from hanse.errors import AUTH_ADMIN_REQUIRED, INVALID_VALUE, NOT_FOUND, HanseError
 from hanse.gateway import Gateway
+from hanse.money import AMOUNT_PATTERN, format_eur, to_pico
+from hanse.storage.accounts import DEFAULT_PLAN, Account, Plan
 from hanse.wire.validation import raise_for_validation_error
+
+_Body = TypeVar("_Body", bound=BaseModel)
 
 
 class KeyCreate(BaseModel):
@@ -37,10 +42,7 @@ def require_admin(request: Request, gateway: Gateway) -> None:
 
 async def create_key(request: Request, gateway: Gateway) -> dict[str, Any]:
     require_admin(request, gateway)
-    try:
-        spec = KeyCreate.model_validate_json(await request.body() or b"{}")
-    except ValidationError as exc:
-        raise_for_validation_error(exc)
+    spec = await _parse(request, KeyCreate)
     unknown = [s for s in spec.scopes if s not in KNOWN_SCOPES]
     if unknown:
         raise HanseError(
@@ -78,3 +80,87 @@ async def revoke_key(request: Request, gateway: Gateway) -> dict[str, Any]:
     if not await gateway.keys.revoke(key_id):
         raise HanseError(NOT_FOUND, f"No live key with id `{key_id}`.", details={"key_id": key_id})
     return {"id": key_id, "revoked": True}
+
+
+class AccountCreate(BaseModel):
+    """POST /admin/accounts."""
+
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+    name: str = Field(min_length=1, max_length=128)
+    plan: Plan = DEFAULT_PLAN
+
+
+class AccountPatch(BaseModel):
+    """PATCH /admin/accounts/{name}."""
+
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+    plan: Plan
+
+
+class TopUp(BaseModel):
+    """POST /admin/accounts/{name}/topup: decimal strings, so no float ever touches money."""
+
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+    credits: str = Field(default="0", pattern=AMOUNT_PATTERN)
+    energy: str = Field(default="0", pattern=AMOUNT_PATTERN)
+
+
+def account_body(account: Account) -> dict[str, Any]:
+    return {
+        "name": account.name,
+        "plan": account.plan,
+        "balances": {
+            "energy": format_eur(account.energy_pico),
+            "credits": format_eur(account.credits_pico),
+        },
+        "created_at": account.created_at.isoformat(),
+    }
+
+
+async def create_account(request: Request, gateway: Gateway) -> dict[str, Any]:
+    require_admin(request, gateway)
+    spec = await _parse(request, AccountCreate)
+    account, _ = await gateway.accounts.create(spec.name, spec.plan)
+    return account_body(account)
+
+
+async def get_account(request: Request, gateway: Gateway) -> dict[str, Any]:
+    require_admin(request, gateway)
+    return account_body(await _account(gateway, request.path_params["name"]))
+
+
+async def patch_account(request: Request, gateway: Gateway) -> dict[str, Any]:
+    require_admin(request, gateway)
+    spec = await _parse(request, AccountPatch)
+    name = request.path_params["name"]
+    return account_body(_found(await gateway.accounts.set_plan(name, spec.plan), name))
+
+
+async def top_up(request: Request, gateway: Gateway) -> dict[str, Any]:
+    require_admin(request, gateway)
+    spec = await _parse(request, TopUp)
+    name = request.path_params["name"]
+    account = await gateway.accounts.top_up(
+        name, to_pico(Decimal(spec.energy)), to_pico(Decimal(spec.credits))
+    )
+    return account_body(_found(account, name))
+
+
+async def _parse(request: Request, model: type[_Body]) -> _Body:
+    try:
+        return model.model_validate_json(await request.body() or b"{}")
+    except ValidationError as exc:
+        raise_for_validation_error(exc)
+
+
+async def _account(gateway: Gateway, name: str) -> Account:
+    return _found(await gateway.accounts.get(name), name)
+
+
+def _found(account: Account | None, name: str) -> Account:
+    if account is None:
+        raise HanseError(NOT_FOUND, f"No account named `{name}`.", details={"account": name})
+    return account

@@ -9,6 +9,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -34,6 +35,7 @@ from hanse.http import admin
 from hanse.http.models import model_list, model_object
 from hanse.pipeline import Trace, authenticate, chat_completions
 from hanse.settings import Settings
+from hanse.usage import EPOCH, parse_time, usage_report
 
 log = logging.getLogger("hanse.http")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -129,6 +131,18 @@ def _json(handler: Callable[[Request, Gateway], Awaitable[Any]], status: int = 2
     return run
 
 
+async def usage(request: Request, gateway: Gateway, trace: Trace) -> Response:
+    """The calling key's account: totals and per-model rows over [start, end)."""
+    principal = await authenticate(gateway, request.headers, trace)
+    account = await gateway.accounts.get_by_id(principal.account_id)
+    assert account is not None, "a live key always has its account"
+    query = request.query_params
+    start = parse_time(query.get("start"), "start", EPOCH)
+    end = parse_time(query.get("end"), "end", datetime.now(UTC) + timedelta(seconds=1))
+    report = await usage_report(gateway.ledger, account, start, end, query.get("model") or None)
+    return JSONResponse(report)
+
+
 async def health(request: Request, gateway: Gateway, trace: Trace) -> Response:
     return JSONResponse({"status": "ok"})
 
@@ -173,6 +187,13 @@ def create_app(settings: Settings | None = None) -> Starlette:
             Route("/admin/keys", endpoint(_json(admin.create_key, 201)), methods=["POST"]),
             Route("/admin/keys", endpoint(_json(admin.list_keys)), methods=["GET"]),
             Route("/admin/keys/{key_id}", endpoint(_json(admin.revoke_key)), methods=["DELETE"]),
+            Route("/admin/accounts", endpoint(_json(admin.create_account, 201)), methods=["POST"]),
+            Route("/admin/accounts/{name}", endpoint(_json(admin.get_account)), methods=["GET"]),
+            Route(
+                "/admin/accounts/{name}", endpoint(_json(admin.patch_account)), methods=["PATCH"]
+            ),
+            Route("/admin/accounts/{name}/topup", endpoint(_json(admin.top_up)), methods=["POST"]),
+            Route("/v1/usage", endpoint(usage), methods=["GET"]),
         ],
         exception_handlers={HTTPException: _http_exception},
         lifespan=lifespan,

@@ -7,9 +7,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from sqlalchemy import insert, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from hanse.auth import Principal, generate_key, hash_key, key_hint
+from hanse.storage.accounts import ensure_account
 from hanse.storage.tables import accounts, api_keys
 
 
@@ -38,7 +39,7 @@ class KeyStore:
         key_id = "key_" + secrets.token_hex(8)
         now = datetime.now(UTC)
         async with self._engine.begin() as conn:
-            account_id = await _account_id(conn, account, now)
+            account_id = await ensure_account(conn, account)
             await conn.execute(
                 insert(api_keys).values(
                     id=key_id,
@@ -54,7 +55,13 @@ class KeyStore:
     async def authenticate(self, key: str) -> Principal | None:
         """The principal for a live key, or None for an unknown or revoked one."""
         query = (
-            select(api_keys.c.id, api_keys.c.account_id, api_keys.c.scopes, accounts.c.name)
+            select(
+                api_keys.c.id,
+                api_keys.c.account_id,
+                api_keys.c.scopes,
+                accounts.c.name,
+                accounts.c.plan,
+            )
             .join(accounts, accounts.c.id == api_keys.c.account_id)
             .where(api_keys.c.key_hash == hash_key(key), api_keys.c.revoked_at.is_(None))
         )
@@ -67,6 +74,7 @@ class KeyStore:
             account_id=row.account_id,
             account_name=row.name,
             scopes=tuple(row.scopes),
+            plan=row.plan,
         )
 
     async def revoke(self, key_id: str) -> bool:
@@ -99,13 +107,3 @@ class KeyStore:
             )
             for r in rows
         ]
-
-
-async def _account_id(conn: AsyncConnection, name: str, now: datetime) -> int:
-    found = (await conn.execute(select(accounts.c.id).where(accounts.c.name == name))).scalar()
-    if found is not None:
-        return int(found)
-    result = await conn.execute(
-        insert(accounts).values(name=name, created_at=now).returning(accounts.c.id)
-    )
-    return int(result.scalar_one())

@@ -1,8 +1,21 @@
-"""The database schema."""
+"""The database schema. Money columns are integers of pico-euros (see hanse.money)."""
 
 from __future__ import annotations
 
-from sqlalchemy import JSON, Column, DateTime, ForeignKey, Integer, MetaData, String, Table
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    CheckConstraint,
+    Column,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+)
 
 metadata = MetaData()
 
@@ -11,7 +24,12 @@ accounts = Table(
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("name", String(128), nullable=False, unique=True),
+    Column("plan", String(32), nullable=False, server_default="energy_then_credits"),
+    Column("energy_pico", BigInteger, nullable=False, server_default="0"),
+    Column("credits_pico", BigInteger, nullable=False, server_default="0"),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    CheckConstraint("energy_pico >= 0", name="energy_not_negative"),
+    CheckConstraint("credits_pico >= 0", name="credits_not_negative"),
 )
 
 api_keys = Table(
@@ -24,4 +42,41 @@ api_keys = Table(
     Column("scopes", JSON, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("revoked_at", DateTime(timezone=True), nullable=True),
+)
+
+# Money held for a request in flight; settled (deleted) exactly once, or released by the sweeper.
+reservations = Table(
+    "reservations",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("account_id", Integer, ForeignKey("accounts.id"), nullable=False),
+    Column("balance", String(16), nullable=False),
+    Column("amount_pico", BigInteger, nullable=False),
+    Column("request_id", String(128), nullable=False),
+    Column("key_id", String(32), nullable=True),
+    Column("model", String(256), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False, index=True),
+)
+
+ledger = Table(
+    "ledger",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("request_id", String(128), nullable=False, index=True),
+    Column("account_id", Integer, ForeignKey("accounts.id"), nullable=False),
+    Column("key_id", String(32), nullable=True),
+    Column("model", String(256), nullable=False),
+    Column("route", String(128), nullable=True),
+    Column("status", String(16), nullable=False),
+    Column("prompt_tokens", Integer, nullable=False, server_default="0"),
+    Column("completion_tokens", Integer, nullable=False, server_default="0"),
+    Column("cost_pico", BigInteger, nullable=False, server_default="0"),
+    Column("paid_with", String(16), nullable=False),
+    Column("energy_kwh", Float, nullable=False, server_default="0"),
+    Column("carbon_g_co2", Float, nullable=False, server_default="0"),
+    Column("water_liters", Float, nullable=False, server_default="0"),
+    Column("started_at", DateTime(timezone=True), nullable=False),
+    Column("finished_at", DateTime(timezone=True), nullable=False),
+    Index("ledger_account_time", "account_id", "finished_at"),
 )

@@ -92,9 +92,12 @@ class ChunkWriter:
             out.append(self._chunk([choice]))
         return out
 
-    def usage_chunk(self, usage: Usage) -> dict[str, Any]:
-        """The last chunk when `stream_options.include_usage` is set: usage and no choices."""
-        return {**self._base, "choices": [], "usage": usage_body(usage)}
+    def final_chunk(self, usage: Usage | None) -> dict[str, Any]:
+        """A last chunk with no choices: the usage, when `stream_options.include_usage` asked."""
+        chunk = {**self._base, "choices": []}
+        if usage is not None:
+            chunk["usage"] = usage_body(usage)
+        return chunk
 
     def _chunk(self, choices: list[dict[str, Any]]) -> dict[str, Any]:
         chunk = {**self._base, "choices": choices}

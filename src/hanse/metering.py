@@ -1,0 +1,81 @@
+"""Metering one request: the hold before the call, impact and settlement after it.
+
+The pipeline opens a `Meter` once the route candidates are known and closes it exactly once, with
+the usage that was delivered: a success, a failure (nothing delivered, nothing charged), a stream
+cut by the provider or abandoned by the client (what was delivered is charged). Closing is shielded
+from cancellation, so a client that hangs up mid-stream cannot leave a hold behind.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+import anyio
+
+from hanse.auth import Principal
+from hanse.billing import Billing, Charge, worst_case_pico
+from hanse.config.schema import Catalog, ModelConfig, RouteConfig
+from hanse.domain import InferenceRequest, Usage
+from hanse.impact import Impact, estimate_impact
+from hanse.storage.ledger import Reservation
+
+
+class Meter:
+    """One request's reservation, closed once with what the request really used."""
+
+    def __init__(
+        self, billing: Billing, catalog: Catalog, model: ModelConfig, reservation: Reservation
+    ) -> None:
+        self._billing = billing
+        self._catalog = catalog
+        self._model = model
+        self._reservation = reservation
+        self._started = time.perf_counter()
+        self.closed = False
+
+    @classmethod
+    async def open(
+        cls,
+        billing: Billing,
+        catalog: Catalog,
+        principal: Principal,
+        model: ModelConfig,
+        request: InferenceRequest,
+        routes: Sequence[RouteConfig],
+        input_tokens: int,
+        request_id: str,
+    ) -> Meter:
+        """Reserve the worst case over the candidate routes: input + every choice's max output."""
+        output_tokens = (request.max_tokens or model.output_limit) * request.n
+        amount = worst_case_pico(routes, input_tokens, output_tokens)
+        reservation = await billing.reserve(principal, amount, request_id, model.id)
+        return cls(billing, catalog, model, reservation)
+
+    async def close(
+        self, status: str, route: RouteConfig | None, usage: Usage
+    ) -> tuple[Impact | None, Charge]:
+        """Estimate the impact of what ran and settle its cost (shielded from cancellation)."""
+        self.closed = True
+        impact = None
+        if route is not None:
+            impact = estimate_impact(
+                provider=self._catalog.provider(route.provider),
+                route=route,
+                model=self._model,
+                usage=usage,
+                latency_s=time.perf_counter() - self._started,
+                at=datetime.now(UTC),
+                hourly=self._catalog.impact.hourly_carbon_csv,
+            )
+        with anyio.CancelScope(shield=True):
+            charge = await self._billing.settle(
+                self._reservation, status=status, route=route, usage=usage, impact=impact
+            )
+        return impact, charge
+
+    async def fail(self, status: str = "failed") -> None:
+        """Release the whole hold: nothing was delivered."""
+        if not self.closed:
+            await self.close(status, None, Usage())

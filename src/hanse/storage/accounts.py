@@ -1,0 +1,109 @@
+"""Accounts: plan and the two balances (energy from the plan, credits from top-ups)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from sqlalchemy import Row, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from hanse.storage.tables import accounts
+
+Plan = Literal["energy_then_credits", "energy_only", "credits_only"]
+PLANS: tuple[Plan, ...] = ("energy_then_credits", "energy_only", "credits_only")
+DEFAULT_PLAN: Plan = "energy_then_credits"
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    id: int
+    name: str
+    plan: Plan
+    energy_pico: int
+    credits_pico: int
+    created_at: datetime
+
+
+class AccountStore:
+    """Creates accounts, tops them up, reads them."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+
+    async def create(self, name: str, plan: Plan = DEFAULT_PLAN) -> tuple[Account, bool]:
+        """The account `name`, created with `plan` if missing; the flag says whether it was new."""
+        async with self._engine.begin() as conn:
+            found = await _by_name(conn, name)
+            if found is not None:
+                return found, False
+            await conn.execute(insert(accounts).values(name=name, plan=plan, created_at=_now()))
+            created = await _by_name(conn, name)
+        assert created is not None
+        return created, True
+
+    async def get(self, name: str) -> Account | None:
+        async with self._engine.connect() as conn:
+            return await _by_name(conn, name)
+
+    async def get_by_id(self, account_id: int) -> Account | None:
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(select(accounts).where(accounts.c.id == account_id))).first()
+        return _account(row) if row is not None else None
+
+    async def top_up(self, name: str, energy_pico: int, credits_pico: int) -> Account | None:
+        """Add to the balances in one atomic update; None when there is no such account."""
+        statement = (
+            update(accounts)
+            .where(accounts.c.name == name)
+            .values(
+                energy_pico=accounts.c.energy_pico + energy_pico,
+                credits_pico=accounts.c.credits_pico + credits_pico,
+            )
+        )
+        async with self._engine.begin() as conn:
+            result = await conn.execute(statement)
+            if not result.rowcount:
+                return None
+            return await _by_name(conn, name)
+
+    async def set_plan(self, name: str, plan: Plan) -> Account | None:
+        async with self._engine.begin() as conn:
+            result = await conn.execute(
+                update(accounts).where(accounts.c.name == name).values(plan=plan)
+            )
+            return await _by_name(conn, name) if result.rowcount else None
+
+
+async def ensure_account(conn: AsyncConnection, name: str) -> int:
+    """The id of account `name`, created with the default plan if missing (for `keys create`)."""
+    found = await _by_name(conn, name)
+    if found is not None:
+        return found.id
+    result = await conn.execute(
+        insert(accounts)
+        .values(name=name, plan=DEFAULT_PLAN, created_at=_now())
+        .returning(accounts.c.id)
+    )
+    return int(result.scalar_one())
+
+
+async def _by_name(conn: AsyncConnection, name: str) -> Account | None:
+    row = (await conn.execute(select(accounts).where(accounts.c.name == name))).first()
+    return _account(row) if row is not None else None
+
+
+def _account(row: Row[Any]) -> Account:
+    return Account(
+        id=row.id,
+        name=row.name,
+        plan=row.plan,
+        energy_pico=int(row.energy_pico),
+        credits_pico=int(row.credits_pico),
+        created_at=row.created_at,
+    )
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
