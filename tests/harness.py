@@ -32,9 +32,10 @@ class GatewayProcess:
         self.workdir = workdir
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
-        self.env = {**os.environ, "HANSE_DATA_DIR": str(workdir / "data"), **(env or {})}
-        self.env.pop("HANSE_CONFIG", None)
-        self.env.pop("HANSE_DATABASE_URL", None)
+        inherited = {
+            k: v for k, v in os.environ.items() if k not in ("HANSE_CONFIG", "HANSE_DATABASE_URL")
+        }
+        self.env = {**inherited, "HANSE_DATA_DIR": str(workdir / "data"), **(env or {})}
         self.config_path: Path | None = None
         if config is not None:
             self.config_path = workdir / "hanse.toml"
@@ -46,7 +47,7 @@ class GatewayProcess:
         args = [HANSE, "serve", "--port", str(self.port)]
         if self.config_path:
             args += ["--config", str(self.config_path)]
-        log = self.log_path.open("wb")
+        log = self.log_path.open("ab")
         self.process = subprocess.Popen(args, env=self.env, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -67,6 +68,12 @@ class GatewayProcess:
                 self.process.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 self.process.kill()
+
+    def kill(self) -> None:
+        """SIGKILL: the process gets no chance to clean up (a crash)."""
+        if self.process and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=15)
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
         """Run `hanse ...` against this gateway's database."""
@@ -115,3 +122,25 @@ def sse_events(raw: str) -> list[Any]:
                 data = line[len("data: ") :]
                 events.append(data if data == "[DONE]" else json.loads(data))
     return events
+
+
+def create_postgres_database(prefix: str = "hanse_test") -> str:
+    """A fresh database on the local PostgreSQL server (127.0.0.1:5432, trust auth): its URL."""
+    import asyncio
+    import secrets
+
+    import asyncpg
+
+    name = f"{prefix}_{secrets.token_hex(6)}"
+
+    async def create() -> None:
+        conn = await asyncpg.connect(
+            host="127.0.0.1", port=5432, user="postgres", database="postgres"
+        )
+        try:
+            await conn.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await conn.close()
+
+    asyncio.run(create())
+    return f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
