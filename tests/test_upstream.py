@@ -1,4 +1,8 @@
-"""The openai_compatible provider and routing in catalog order, against a scripted upstream."""
+"""The openai_compatible provider and failover in catalog order, against a scripted upstream.
+
+Ranking, health and budgets are tested in test_routing.py; here every route of a model ranks the
+same and speed measurements are off (`speed_smoothing = 0`), so routes are tried in catalog order.
+"""
 
 from __future__ import annotations
 
@@ -47,7 +51,8 @@ BEHAVIOURS = (
 # Models whose first route fails (as the key says) and whose second route answers.
 FAILOVER = {
     "failover-500": ("primary", "fail-500"),
-    "failover-429": ("primary", "rate-limit"),
+    # Retry-After: 0, so the route is tried again on the next call (holds: test_routing.py).
+    "failover-429": ("primary", "rate-limit-0"),
     "failover-hang": ("primary", "hang"),
     "failover-malformed": ("primary", "malformed"),
     "failover-401": ("primary", "unauthorized"),
@@ -72,7 +77,11 @@ def _model(id_: str, routes: list[tuple[str, str]], capabilities: str = ALL_CAPS
 
 
 def catalog(upstream_url: str, dead_url: str) -> str:
-    text = _provider("primary", upstream_url) + _provider("backup", upstream_url)
+    text = (
+        "[routing]\nspeed_smoothing = 0\n\n"
+        + _provider("primary", upstream_url)
+        + _provider("backup", upstream_url)
+    )
     text += _provider("keyless", upstream_url, key=False) + _provider("dead", dead_url)
     for behaviour in BEHAVIOURS:
         text += _model(f"up-{behaviour}", [("primary", behaviour)])

@@ -1,10 +1,13 @@
 """A scripted OpenAI-shaped upstream on 127.0.0.1: it records what it received and answers as the
-request's `model` (the route's `upstream_model`) says.
+request's `model` (the route's `upstream_model`) says, unless a test set `behaviour` on it.
+Several can run at once, each on its own port, one per provider.
 
     ok              a normal answer, or an SSE stream (with a usage chunk when asked)
     tools           a tool call (streamed as tool-call deltas)
     fail-500        500 with an OpenAI error body
-    rate-limit      429 with Retry-After: 7
+    rate-limit      429 with Retry-After: 7 (`rate-limit-<s>`: Retry-After: <s>)
+    slow-<ms>       waits <ms> milliseconds, then answers as `ok`
+    reset           closes the connection (TCP reset) without answering
     hang            waits longer than any test's read timeout before answering
     malformed       200 with a body that is not JSON (or a stream whose chunk is not JSON)
     bad-request     400 with an OpenAI error body
@@ -18,7 +21,10 @@ request's `model` (the route's `upstream_model`) says.
 from __future__ import annotations
 
 import json
+import socket
+import struct
 import threading
+import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -44,6 +50,8 @@ class ScriptedUpstream:
 
     def __init__(self) -> None:
         self.requests: list[Received] = []
+        # When set, every request is answered this way, whatever model it names.
+        self.behaviour: str | None = None
         self.stopping = threading.Event()
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
@@ -150,16 +158,25 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(404, _error("not found", "invalid_request_error", None))
             return
         try:
-            self._answer(str(body.get("model")), body)
+            self._answer(self.upstream.behaviour or str(body.get("model")), body)
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
 
     def _answer(self, model: str, body: dict[str, Any]) -> None:
         stream = bool(body.get("stream"))
+        if model.startswith("slow-"):
+            time.sleep(int(model.removeprefix("slow-")) / 1000)
+            model = "ok"
         if model == "fail-500":
             self._json(500, _error("upstream exploded", "server_error", None))
-        elif model == "rate-limit":
-            self._json(429, _error("slow down", "rate_limit_error", None), {"Retry-After": "7"})
+        elif model.startswith("rate-limit"):
+            wait = model.removeprefix("rate-limit").removeprefix("-") or "7"
+            self._json(429, _error("slow down", "rate_limit_error", None), {"Retry-After": wait})
+        elif model == "reset":
+            # SO_LINGER with a zero timeout: close() sends RST rather than a clean FIN.
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.connection.close()
+            self.close_connection = True
         elif model == "unauthorized":
             key = self.headers.get("Authorization", "").removeprefix("Bearer ")
             self._json(401, _error(f"Incorrect API key provided: {key}", "auth", "invalid_key"))

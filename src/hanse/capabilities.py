@@ -58,6 +58,21 @@ def check_capabilities(model: ModelConfig, request: InferenceRequest) -> None:
         )
 
 
+def needed_capabilities(request: InferenceRequest) -> set[str]:
+    """The capabilities (`Capabilities` field names) a route must offer to serve the request."""
+    needed = {"streaming"} if request.stream else set()
+    if request.tools:
+        needed.add("function_calling")
+    if _has_images(request):
+        needed.add("vision")
+    fmt = request.response_format
+    if fmt is not None and fmt.type != "text":
+        needed.add("json_schema" if fmt.type == "json_schema" else "structured_output")
+    if request.logprobs:
+        needed.add("logprobs")
+    return needed
+
+
 def check_context(model: ModelConfig, request: InferenceRequest, input_tokens: int) -> None:
     """INFERENCE_3207 when the input, plus the requested output, does not fit the context window."""
     wanted = input_tokens + (request.max_tokens or 1)

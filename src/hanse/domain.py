@@ -7,6 +7,7 @@ Messages stay in the OpenAI shape (already validated), since every provider spea
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any, Literal
 
 FinishReason = Literal["stop", "length", "tool_calls", "content_filter"]
@@ -122,3 +123,15 @@ class ChoiceDelta:
 
 
 StreamEvent = ChoiceDelta | Usage
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderPreferences:
+    """The request's `provider` field: which routes may serve it, and in what order (route ids)."""
+
+    only: tuple[str, ...] | None = None
+    ignore: tuple[str, ...] = ()
+    order: tuple[str, ...] = ()
+    allow_fallbacks: bool = True
+    max_input_eur_per_million: Decimal | None = None
+    max_output_eur_per_million: Decimal | None = None

@@ -28,7 +28,7 @@ class Gateway:
         self.billing = Billing(self.ledger, self.accounts, settings.reservation_ttl_s)
         self._sweeper: asyncio.Task[None] | None = None
         self.providers = build_providers(catalog)
-        self.router = Router(self.providers)
+        self.router = Router(catalog, self.providers)
 
     async def start(self) -> None:
         await create_schema(self.engine)

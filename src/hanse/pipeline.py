@@ -1,7 +1,8 @@
 """THE flow of a chat completion, top to bottom. Each step lives in its own module.
 
-authenticate -> parse + validate -> resolve model -> capability checks -> context check
-  -> route (call, fail over) -> JSON answer, or SSE stream
+authenticate -> parse + validate -> resolve model (flavor, preset) -> capability checks
+  -> context check -> route plan (filter, rank) -> reserve -> call the plan's routes (fail over)
+  -> JSON answer, or SSE stream
 """
 
 from __future__ import annotations
@@ -25,8 +26,7 @@ from hanse.metering import Meter
 from hanse.providers.base import ProviderFailure
 from hanse.resolve import resolve_model
 from hanse.routing import Served, mid_stream_error
-from hanse.tokens import estimate_tokens
-from hanse.wire.convert import to_inference_request
+from hanse.wire.convert import to_inference_request, to_provider_preferences
 from hanse.wire.request import parse_chat_request
 from hanse.wire.response import ChunkWriter, completion_body
 from hanse.wire.sse import DONE, sse_event
@@ -77,14 +77,19 @@ async def chat_completions(
         logs.request_id.set(wire.request_id)
     trace.model = wire.model
 
-    resolved = resolve_model(gateway.catalog, wire.model)
+    resolved = resolve_model(gateway.catalog, wire.model, wire.preset)
     request = to_inference_request(wire, resolved.model.id)
     check_capabilities(resolved.model, request)
-    primary = gateway.router.primary(resolved.model)
-    counted = gateway.router.provider(primary).count_input_tokens(request, resolved.model)
-    input_tokens = counted or estimate_tokens(request.messages)
+    input_tokens = gateway.router.input_tokens(resolved.model, request)
     check_context(resolved.model, request, input_tokens)
-    routes = resolved.model.routes
+    plan = gateway.router.plan(
+        resolved.model,
+        request,
+        resolved.flavor,
+        to_provider_preferences(wire),
+        input_tokens,
+        reasoning=resolved.reasoning,
+    )
 
     meter = await Meter.open(
         gateway.billing,
@@ -92,7 +97,7 @@ async def chat_completions(
         principal,
         resolved.model,
         request,
-        routes,
+        plan.routes,
         input_tokens,
         trace.request_id,
     )
@@ -100,7 +105,7 @@ async def chat_completions(
     created = int(time.time())
     if request.stream:
         try:
-            first, events, served = await gateway.router.stream(resolved.model, request)
+            first, events, served = await gateway.router.stream(plan, request)
         except BaseException:
             await meter.fail()
             raise
@@ -112,7 +117,7 @@ async def chat_completions(
         return ChatAnswer(stream=stream, headers=_headers(served))
 
     try:
-        completion, served = await gateway.router.complete(resolved.model, request)
+        completion, served = await gateway.router.complete(plan, request)
     except BaseException:
         await meter.fail()
         raise

@@ -1,4 +1,4 @@
-"""Model ids as clients write them: a catalog id, optionally with a `:flavor` suffix."""
+"""Model ids as clients write them: a catalog id, optionally with a `:flavor` suffix, and `preset`."""
 
 from __future__ import annotations
 
@@ -13,16 +13,22 @@ DEFAULT_FLAVOR = "balanced"
 
 @dataclass(frozen=True, slots=True)
 class ResolvedModel:
-    """The catalog model a request names, and the routing flavor it asked for."""
+    """The catalog model a request names, its routing flavor, and whether to favour reasoning."""
 
     model: ModelConfig
     flavor: str
+    reasoning: bool = False
 
 
-def resolve_model(catalog: Catalog, requested: str) -> ResolvedModel:
-    """Strip a flavor suffix only when the last `:segment` is a flavor; other colons are the id's."""
+def resolve_model(catalog: Catalog, requested: str, preset: str | None = None) -> ResolvedModel:
+    """Strip a flavor suffix only when the last `:segment` is a flavor; other colons are the id's.
+
+    Without a suffix, `preset` decides: `non_reasoning` is `:speed`, `reasoning` ranks routes marked
+    for reasoning quality first. A suffix beats the preset.
+    """
     base, _, suffix = requested.rpartition(":")
-    model_id, flavor = (base, suffix) if base and suffix in FLAVORS else (requested, DEFAULT_FLAVOR)
+    suffixed = bool(base) and suffix in FLAVORS
+    model_id = base if suffixed else requested
     model = catalog.model(model_id)
     if model is None:
         raise HanseError(
@@ -32,4 +38,8 @@ def resolve_model(catalog: Catalog, requested: str) -> ResolvedModel:
             param="model",
             details={"model": requested, "valid_flavors": list(FLAVORS)},
         )
-    return ResolvedModel(model=model, flavor=flavor)
+    if suffixed:
+        return ResolvedModel(model=model, flavor=suffix)
+    if preset == "non_reasoning":
+        return ResolvedModel(model=model, flavor="speed")
+    return ResolvedModel(model=model, flavor=DEFAULT_FLAVOR, reasoning=preset == "reasoning")

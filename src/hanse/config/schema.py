@@ -54,6 +54,10 @@ class ProviderConfig(_Strict):
     model_path: str | None = None
     n_threads: Annotated[int, Field(ge=1, le=256)] = 2
     n_ctx: Annotated[int, Field(ge=256, le=131072)] = 8192
+    # Routing: the speed assumed until the first measurement; whether it serves at reasoning quality.
+    prior_ttft_ms: Annotated[float, Field(gt=0, le=600_000)] = 500.0
+    prior_tokens_per_s: Annotated[float, Field(gt=0, le=100_000)] = 50.0
+    reasoning: bool = False
 
     @field_validator("base_url")
     @classmethod
@@ -83,6 +87,11 @@ class ParametersBillion(_Strict):
     total: Annotated[float, Field(gt=0)]
 
 
+RouteCapability = Literal[
+    "streaming", "function_calling", "vision", "structured_output", "json_schema", "logprobs"
+]
+
+
 class RouteConfig(_Strict):
     """One way to serve a model: a provider and what the provider calls it."""
 
@@ -91,6 +100,10 @@ class RouteConfig(_Strict):
     input_eur_per_million: Annotated[Decimal, Field(ge=0)] = Decimal(0)
     output_eur_per_million: Annotated[Decimal, Field(ge=0)] = Decimal(0)
     energy_kwh_per_token: Annotated[float, Field(gt=0, lt=1)] | None = None
+    # Routing: where this route falls short of its model, and whether it serves at reasoning quality.
+    context_length: Annotated[int, Field(ge=1)] | None = None
+    unsupported: tuple[RouteCapability, ...] = ()
+    reasoning: bool = False
 
     @field_validator("input_eur_per_million", "output_eur_per_million")
     @classmethod
@@ -140,11 +153,26 @@ class ImpactConfig(_Strict):
     )
 
 
+class RoutingConfig(_Strict):
+    """Failover bounds, the circuit breaker and speed smoothing (the `[routing]` table)."""
+
+    max_attempts: Annotated[int, Field(ge=1, le=10)] = 3
+    request_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 600.0
+    breaker_failures: Annotated[int, Field(ge=1)] = 5
+    breaker_failure_rate: Annotated[float, Field(gt=0, le=1)] = 0.5
+    breaker_window_s: Annotated[float, Field(gt=0)] = 60.0
+    breaker_min_requests: Annotated[int, Field(ge=1)] = 10
+    breaker_cooldown_s: Annotated[float, Field(gt=0)] = 30.0
+    rate_limit_cooldown_s: Annotated[float, Field(ge=0)] = 5.0
+    speed_smoothing: Annotated[float, Field(ge=0, le=1)] = 0.3
+
+
 class Catalog(_Strict):
     """Everything the gateway can route to."""
 
     providers: list[ProviderConfig]
     models: list[ModelConfig]
+    routing: RoutingConfig = RoutingConfig()
     impact: ImpactConfig = ImpactConfig()
 
     @model_validator(mode="after")
@@ -158,6 +186,12 @@ class Catalog(_Strict):
                     raise ValueError(
                         f"models[{i}].routes[{j}].provider: model {model.id!r} routes to "
                         f"unknown provider {route.provider!r}"
+                    )
+                # A route is known by its provider (X-Hanse-Provider, `provider.only`, health).
+                if route.provider in [r.provider for r in model.routes[:j]]:
+                    raise ValueError(
+                        f"models[{i}].routes[{j}].provider: model {model.id!r} has two routes "
+                        f"through provider {route.provider!r}"
                     )
         return self
 

@@ -7,7 +7,7 @@ from typing import Any
 from jsonschema import SchemaError
 from jsonschema.validators import validator_for
 
-from hanse.domain import InferenceRequest, ResponseFormat
+from hanse.domain import InferenceRequest, ProviderPreferences, ResponseFormat
 from hanse.errors import INVALID_VALUE, MISSING_FIELD, NOT_SUPPORTED_YET, HanseError
 from hanse.wire.request import (
     NOT_SUPPORTED_YET_FIELDS,
@@ -50,6 +50,22 @@ def to_inference_request(wire: ChatCompletionRequest, model_id: str) -> Inferenc
         top_logprobs=wire.top_logprobs,
         reasoning_effort=wire.reasoning_effort,
         user=wire.user,
+    )
+
+
+def to_provider_preferences(wire: ChatCompletionRequest) -> ProviderPreferences | None:
+    """The request's `provider` field, if it has one."""
+    options = wire.provider
+    if options is None:
+        return None
+    price = options.max_price
+    return ProviderPreferences(
+        only=None if options.only is None else tuple(options.only),
+        ignore=tuple(options.ignore or ()),
+        order=tuple(options.order or ()),
+        allow_fallbacks=options.allow_fallbacks is not False,
+        max_input_eur_per_million=price.prompt if price else None,
+        max_output_eur_per_million=price.completion if price else None,
     )
 
 

@@ -6,6 +6,7 @@ complaints into catalog errors that name the parameter, and checks what spans se
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -136,6 +137,27 @@ class StreamOptions(_Wire):
     include_obfuscation: bool | None = None
 
 
+RouteId = Annotated[str, Field(min_length=1, max_length=128)]
+RouteIds = Annotated[list[RouteId], Field(max_length=64)]
+
+
+class MaxPrice(_Wire):
+    """Highest route prices accepted, in EUR per million tokens (OpenRouter's field names)."""
+
+    prompt: Annotated[Decimal, Field(ge=0)] | None = None
+    completion: Annotated[Decimal, Field(ge=0)] | None = None
+
+
+class ProviderOptions(_Wire):
+    """`provider`: which of the model's providers may serve the request (OpenRouter-style)."""
+
+    only: RouteIds | None = None
+    ignore: RouteIds | None = None
+    order: RouteIds | None = None
+    allow_fallbacks: bool | None = None
+    max_price: MaxPrice | None = None
+
+
 Probability = Annotated[float, Field(ge=0, le=1)]
 Penalty = Annotated[float, Field(ge=-2, le=2)]
 # Integers stay within int64, as OpenAI's schema bounds `seed`: larger ones cannot travel as JSON.
@@ -170,6 +192,7 @@ class ChatCompletionRequest(_Wire):
     top_logprobs: Annotated[int, Field(ge=0, le=20)] | None = None
     reasoning_effort: Literal["low", "medium", "high"] | None = None
     preset: Literal["reasoning", "non_reasoning"] | None = None
+    provider: ProviderOptions | None = None
     request_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9._:-]{1,128}$")] | None = None
     # Accepted for OpenAI compatibility, with no effect on a self-hosted gateway (docs/api-differences.md).
     store: bool | None = None

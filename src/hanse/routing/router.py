@@ -1,0 +1,231 @@
+"""The router: plans a request's routes (filter, rank), then calls them with failover.
+
+`plan` calls no provider, so the pipeline can reserve money against the plan's routes before any
+call. `complete` and `stream` try the plan's routes in order (see `attempts`), feed every outcome to
+route health, and every success to the speed measurements that ranking reads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncGenerator, Mapping
+from dataclasses import dataclass
+
+from hanse.config.schema import Catalog, ModelConfig, RouteConfig
+from hanse.domain import Completion, InferenceRequest, ProviderPreferences, StreamEvent, Usage
+from hanse.errors import HanseError
+from hanse.providers.base import Provider, ProviderFailure
+from hanse.routing.attempts import Attempts
+from hanse.routing.filters import NO_PREFERENCES, arrange, eligible, no_route
+from hanse.routing.health import BreakerSettings, Health, InMemoryHealth
+from hanse.routing.ranking import (
+    FLAVOR_WEIGHTS,
+    REFERENCE_OUTPUT_TOKENS,
+    Factors,
+    carbon_intensity,
+    expected_seconds,
+    request_price,
+    scores,
+)
+from hanse.routing.speed import SpeedBook
+from hanse.tokens import estimate_tokens
+
+log = logging.getLogger("hanse.routing")
+
+
+@dataclass(frozen=True, slots=True)
+class RoutePlan:
+    """The routes that may serve one request, in the order they will be tried."""
+
+    model: ModelConfig
+    routes: list[RouteConfig]
+
+    def key(self, route: RouteConfig) -> str:
+        return route_key(self.model, route)
+
+
+def route_key(model: ModelConfig, route: RouteConfig) -> str:
+    """A route's name in health and speed records: one provider serving one model."""
+    return f"{route.id}@{model.id}"
+
+
+@dataclass(slots=True)
+class Served:
+    """Which route answered, after how many attempts, in how long (for a stream: until its end)."""
+
+    route: RouteConfig
+    attempts: int
+    latency_s: float
+
+
+class Router:
+    """Plans and calls routes; health and speed live here, one per gateway process."""
+
+    def __init__(
+        self, catalog: Catalog, providers: Mapping[str, Provider], health: Health | None = None
+    ) -> None:
+        self._catalog = catalog
+        self._providers = providers
+        self._config = catalog.routing
+        self._health = health or InMemoryHealth(BreakerSettings.from_config(catalog.routing))
+        self._speed = SpeedBook(catalog.routing.speed_smoothing)
+
+    def provider(self, route: RouteConfig) -> Provider:
+        return self._providers[route.provider]
+
+    def input_tokens(self, model: ModelConfig, request: InferenceRequest) -> int:
+        """The prompt's tokens: exact where a provider of the model knows its tokenizer."""
+        for route in model.routes:
+            counted = self.provider(route).count_input_tokens(request, model)
+            if counted is not None:
+                return counted
+        return estimate_tokens(request.messages)
+
+    def plan(
+        self,
+        model: ModelConfig,
+        request: InferenceRequest,
+        flavor: str,
+        preferences: ProviderPreferences | None,
+        input_tokens: int,
+        *,
+        reasoning: bool = False,
+    ) -> RoutePlan:
+        """Filter the model's routes (INFERENCE_3104 when none is left) and rank them for `flavor`;
+        `reasoning` puts routes marked for reasoning quality first."""
+        preferences = preferences or NO_PREFERENCES
+        candidates, excluded = eligible(model, request, preferences, input_tokens)
+        if not candidates:
+            raise no_route(model, excluded)
+        output_tokens = request.max_tokens or REFERENCE_OUTPUT_TOKENS
+        factors = []
+        for route in candidates:
+            provider = self._catalog.provider(route.provider)
+            speed = self._speed.estimate(route_key(model, route), provider)
+            factors.append(
+                Factors(
+                    price_eur=request_price(route, input_tokens, output_tokens),
+                    seconds=expected_seconds(speed, output_tokens),
+                    carbon_g_per_kwh=carbon_intensity(provider),
+                )
+            )
+        ranking = scores(factors, FLAVOR_WEIGHTS[flavor])
+        score = {r.id: s for r, s in zip(candidates, ranking, strict=True)}
+        # A stable sort: equal scores keep the catalog's order.
+        ranked = sorted(
+            candidates, key=lambda r: (reasoning and not self._reasoning(r), -score[r.id])
+        )
+        routes = arrange(ranked, preferences)
+        log.debug(
+            "plan %s:%s %s", model.id, flavor, [(r.id, round(score[r.id], 4)) for r in routes]
+        )
+        return RoutePlan(model=model, routes=routes)
+
+    async def complete(
+        self, plan: RoutePlan, request: InferenceRequest
+    ) -> tuple[Completion, Served]:
+        tries = self._attempts(plan)
+        while (route := await tries.next()) is not None:
+            key = plan.key(route)
+            started = time.perf_counter()
+            try:
+                async with asyncio.timeout_at(tries.deadline):
+                    completion = await self.provider(route).complete(request, route)
+            except (TimeoutError, ProviderFailure) as exc:
+                await self._failed(tries, key, route, _failure(exc))
+                continue
+            except HanseError:  # the provider answered: the request, not the route, is at fault
+                await self._health.succeeded(key)
+                raise
+            latency = time.perf_counter() - started
+            await self._health.succeeded(key)
+            provider = self._catalog.provider(route.provider)
+            self._speed.record_whole(key, provider, latency, completion.usage.completion_tokens)
+            return completion, Served(route, tries.count, latency)
+        raise tries.error()
+
+    async def stream(
+        self, plan: RoutePlan, request: InferenceRequest
+    ) -> tuple[StreamEvent, AsyncGenerator[StreamEvent, None], Served]:
+        """The first event and the rest: a route that fails before its first event is failed over;
+        the time budget bounds the wait for the first event, the provider's read timeout the rest."""
+        tries = self._attempts(plan)
+        while (route := await tries.next()) is not None:
+            key = plan.key(route)
+            started = time.perf_counter()
+            events = self.provider(route).stream(request, route)
+            try:
+                async with asyncio.timeout_at(tries.deadline):
+                    first = await anext(events)
+            except (TimeoutError, ProviderFailure, StopAsyncIteration) as exc:
+                await events.aclose()
+                await self._failed(tries, key, route, _failure(exc))
+                continue
+            except HanseError:
+                await events.aclose()
+                await self._health.succeeded(key)
+                raise
+            served = Served(route, tries.count, time.perf_counter() - started)
+            return first, self._follow(key, route, events, served, started), served
+        raise tries.error()
+
+    async def _follow(
+        self,
+        key: str,
+        route: RouteConfig,
+        events: AsyncGenerator[StreamEvent, None],
+        served: Served,
+        started: float,
+    ) -> AsyncGenerator[StreamEvent, None]:
+        """Relay the rest of a stream; its end updates `served.latency_s`, health and speed."""
+        ttft_s = served.latency_s
+        completion_tokens = 0
+        try:
+            async for event in events:
+                if isinstance(event, Usage):
+                    completion_tokens = event.completion_tokens
+                yield event
+        except ProviderFailure:
+            await self._health.failed(key)
+            raise
+        else:
+            await self._health.succeeded(key)
+            provider = self._catalog.provider(route.provider)
+            rest_s = time.perf_counter() - started - ttft_s
+            self._speed.record_stream(key, provider, ttft_s, completion_tokens, rest_s)
+        finally:
+            served.latency_s = time.perf_counter() - started
+            await events.aclose()
+
+    def _attempts(self, plan: RoutePlan) -> Attempts:
+        async def admits(route: RouteConfig) -> bool:
+            return await self._health.admits(plan.key(route))
+
+        return Attempts(
+            plan.routes, admits, self._config.max_attempts, self._config.request_timeout_s
+        )
+
+    async def _failed(
+        self, tries: Attempts, key: str, route: RouteConfig, failure: ProviderFailure
+    ) -> None:
+        tries.failed(route, failure)
+        if failure.kind == "rate_limited":
+            hold = failure.retry_after
+            await self._health.rate_limited(
+                key, self._config.rate_limit_cooldown_s if hold is None else hold
+            )
+        else:
+            await self._health.failed(key)
+
+    def _reasoning(self, route: RouteConfig) -> bool:
+        return route.reasoning or self._catalog.provider(route.provider).reasoning
+
+
+def _failure(exc: BaseException) -> ProviderFailure:
+    if isinstance(exc, ProviderFailure):
+        return exc
+    if isinstance(exc, StopAsyncIteration):
+        return ProviderFailure("malformed", "the provider sent an empty stream")
+    return ProviderFailure("timeout", "the request's time budget ran out")
