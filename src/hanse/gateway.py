@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 from hanse.billing import Billing
 from hanse.config.schema import Catalog
@@ -13,6 +14,8 @@ from hanse.storage.accounts import AccountStore
 from hanse.storage.database import create_schema, make_engine
 from hanse.storage.keys import KeyStore
 from hanse.storage.ledger import LedgerStore
+
+log = logging.getLogger("hanse.gateway")
 
 
 class Gateway:
@@ -31,6 +34,15 @@ class Gateway:
         self.router = Router(catalog, self.providers)
 
     async def start(self) -> None:
+        for model in self.catalog.models:
+            if model.parameters_billion is None and any(
+                route.energy_kwh_per_token is None for route in model.routes
+            ):
+                log.warning(
+                    "model %s has neither parameters_billion nor energy_kwh_per_token on every "
+                    "route: its environment_impact reports 0 kWh there",
+                    model.id,
+                )
         await create_schema(self.engine)
         await asyncio.gather(*(provider.start() for provider in self.providers.values()))
         self._sweeper = asyncio.create_task(

@@ -7,31 +7,24 @@ authenticate -> parse + validate -> resolve model (flavor, preset) -> capability
 
 from __future__ import annotations
 
-import logging
 import secrets
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from hanse import logs
 from hanse.auth import SCOPE_CHAT, Principal, key_from_headers, require_scope
-from hanse.billing import Charge
 from hanse.capabilities import check_capabilities, check_context
-from hanse.domain import InferenceRequest, StreamEvent, Usage
-from hanse.errors import AUTH_INVALID_KEY, INTERNAL, HanseError
+from hanse.errors import AUTH_INVALID_KEY, HanseError
 from hanse.gateway import Gateway
-from hanse.impact import Impact
 from hanse.metering import Meter
-from hanse.providers.base import ProviderFailure
 from hanse.resolve import resolve_model
-from hanse.routing import Served, mid_stream_error
+from hanse.routing import Served
+from hanse.streaming import metered_fields, sse_stream
 from hanse.wire.convert import to_inference_request, to_provider_preferences
 from hanse.wire.request import parse_chat_request
 from hanse.wire.response import ChunkWriter, completion_body
-from hanse.wire.sse import DONE, sse_event
-
-log = logging.getLogger("hanse.pipeline")
 
 
 @dataclass(slots=True)
@@ -113,7 +106,9 @@ async def chat_completions(
         writer = ChunkWriter(
             id=response_id, created=created, model=wire.model, include_usage=request.include_usage
         )
-        stream = _sse(first, events, writer, request, served, meter, input_tokens, trace)
+        stream = sse_stream(
+            first, events, writer, request, served, meter, input_tokens, trace.request_id
+        )
         return ChatAnswer(stream=stream, headers=_headers(served))
 
     try:
@@ -124,72 +119,8 @@ async def chat_completions(
     _record(trace, served)
     impact, charge = await meter.close("ok", served.route, completion.usage)
     body_out = completion_body(completion, id=response_id, created=created, model=wire.model)
-    body_out.update(_metered(impact, charge))
+    body_out.update(metered_fields(impact, charge))
     return ChatAnswer(body=body_out, headers=_headers(served))
-
-
-async def _sse(
-    first: StreamEvent,
-    events: AsyncGenerator[StreamEvent, None],
-    writer: ChunkWriter,
-    request: InferenceRequest,
-    served: Served,
-    meter: Meter,
-    input_tokens: int,
-    trace: Trace,
-) -> AsyncIterator[bytes]:
-    """Frame events as SSE; the final chunk carries the metering; a late failure is an error event.
-
-    A chunk that finishes a choice is held until the next event, so that the stream's final chunk
-    can carry `environment_impact` and `billing_cost` without delaying any content.
-    """
-    held: dict[str, Any] | None = None
-    delivered = 0
-    try:
-        event: StreamEvent | None = first
-        while event is not None:
-            if isinstance(event, Usage):
-                impact, charge = await meter.close("ok", served.route, event)
-                if request.include_usage or held is None:
-                    if held is not None:
-                        yield sse_event(held)
-                    held = writer.final_chunk(event if request.include_usage else None)
-                held.update(_metered(impact, charge))
-                yield sse_event(held)
-                held = None
-            else:
-                for chunk in writer.chunks(event):
-                    if held is not None:
-                        yield sse_event(held)
-                        held = None
-                    if chunk["choices"] and chunk["choices"][0]["finish_reason"]:
-                        held = chunk
-                    else:
-                        delivered += 1 if event.content or event.tool_calls else 0
-                        yield sse_event(chunk)
-            event = await anext(events, None)
-        yield DONE
-    except ProviderFailure as failure:
-        await meter.close("cut", served.route, Usage(input_tokens, delivered))
-        yield sse_event(mid_stream_error(failure, served.route).body())
-    except HanseError as error:
-        await meter.close("cut", served.route, Usage(input_tokens, delivered))
-        yield sse_event(error.body())
-    except Exception:
-        log.exception("stream failed", extra={"request_id": trace.request_id})
-        await meter.close("cut", served.route, Usage(input_tokens, delivered))
-        yield sse_event(HanseError(INTERNAL).body())
-    finally:
-        if not meter.closed:  # the client went away: charge what it was sent
-            await meter.close("cancelled", served.route, Usage(input_tokens, delivered))
-        await events.aclose()
-
-
-def _metered(impact: Impact | None, charge: Charge) -> dict[str, Any]:
-    fields: dict[str, Any] = {"billing_cost": charge.body()}
-    if impact is not None:
-        fields["environment_impact"] = impact.body()
-    return fields
 
 
 def _record(trace: Trace, served: Served) -> None:
