@@ -51,7 +51,7 @@ def test_account_is_created_when_missing(gateway: GatewayProcess) -> None:
     assert _row(gateway, other)[1] == "brand-new-account"
 
 
-@pytest.mark.parametrize("scopes", ["inference.everything", "inference.chat,vault.read", "admin"])
+@pytest.mark.parametrize("scopes", ["inference.everything", "inference.chat,vault.admin", "admin"])
 def test_unknown_scope_is_refused(gateway: GatewayProcess, scopes: str) -> None:
     before = _listing(gateway)
     result = gateway.cli("keys", "create", "--account", "refused", "--scopes", scopes)

@@ -242,14 +242,7 @@ VALIDATION_CASES: dict[str, tuple[dict[str, Any], str, str | None]] = {
     ),
     **{
         f"not-supported-{name}": ({name: value}, "VALIDATION_4008", name)
-        for name, value in {
-            "blueprint_id": "6b1e2f9a-0c3d-4e5f-8a7b-9c0d1e2f3a4b",
-            "blueprint_config": {"system_prompt": "Be brief."},
-            "variables": {"city": "Lübeck"},
-            "skill_ids": ["skill-1"],
-            "skill_configs": [{"name": "x"}],
-            "logit_bias": {"50256": -100},
-        }.items()
+        for name, value in {"logit_bias": {"50256": -100}}.items()
     },
 }
 

@@ -52,6 +52,8 @@ class ScriptedUpstream:
         self.requests: list[Received] = []
         # When set, every request is answered this way, whatever model it names.
         self.behaviour: str | None = None
+        # When set, `ok` answers say these pieces (streamed as one chunk each) instead of ANSWER.
+        self.pieces: list[str] | None = None
         self.stopping = threading.Event()
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
@@ -117,7 +119,9 @@ def _tool_call(arguments: str, first: bool) -> dict[str, Any]:
     return call
 
 
-def _stream_chunks(model: str, body: dict[str, Any]) -> list[dict[str, Any]]:
+def _stream_chunks(
+    model: str, body: dict[str, Any], pieces: list[str] | None = None
+) -> list[dict[str, Any]]:
     role = {"role": "assistant", "content": ""}
     if model == "tools":
         chunks = [
@@ -127,7 +131,7 @@ def _stream_chunks(model: str, body: dict[str, Any]) -> list[dict[str, Any]]:
             _chunk(model, {}, "tool_calls"),
         ]
     else:
-        words = ["Lübeck, ", "Hamburg, ", "Bremen."]
+        words = pieces or ["Lübeck, ", "Hamburg, ", "Bremen."]
         chunks = [_chunk(model, role)]
         chunks += [_chunk(model, {"content": word}) for word in words]
         chunks.append(_chunk(model, {}, "stop"))
@@ -204,7 +208,8 @@ class _Handler(BaseHTTPRequestHandler):
             answer = {"role": "assistant", "content": None, "tool_calls": [call]}
             self._json(200, _completion(model, answer, "tool_calls"))
         else:
-            self._json(200, _completion(model, {"role": "assistant", "content": ANSWER}, "stop"))
+            content = "".join(self.upstream.pieces) if self.upstream.pieces else ANSWER
+            self._json(200, _completion(model, {"role": "assistant", "content": content}, "stop"))
 
     def _stall_body(self, model: str) -> None:
         answer = {"role": "assistant", "content": ANSWER}
@@ -230,7 +235,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._write_chunk(b"data: {not json\n\n")
             self._end_chunked()
             return
-        chunks = _stream_chunks(model, body)
+        chunks = _stream_chunks(model, body, self.upstream.pieces)
         if model == "ends-without-done":
             # A close-delimited body that just stops: a clean EOF, but the answer is unfinished.
             for chunk in chunks[:2]:

@@ -14,6 +14,8 @@ KEY_BODY_LENGTH = 128
 _URL_SAFE = string.ascii_letters + string.digits + "-_"
 SCOPE_CHAT = "inference.chat"
 SCOPE_MODELS = "inference.models"
+SCOPE_VAULT_READ = "vault.read"
+SCOPE_VAULT_WRITE = "vault.write"
 KNOWN_SCOPES = (
     "*",
     "inference.*",
@@ -23,6 +25,9 @@ KNOWN_SCOPES = (
     "inference.audio",
     "inference.rerank",
     "inference.models",
+    "vault.*",
+    "vault.read",
+    "vault.write",
 )
 
 

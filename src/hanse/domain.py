@@ -10,7 +10,10 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Literal
 
-FinishReason = Literal["stop", "length", "tool_calls", "content_filter"]
+# `blocked` (a blueprint railguard) and `blueprint_override` (no model ran) are Melious additions.
+FinishReason = Literal[
+    "stop", "length", "tool_calls", "content_filter", "blocked", "blueprint_override"
+]
 Logprobs = list[dict[str, Any]]
 
 

@@ -43,6 +43,8 @@ AUTH_MISSING_KEY = _entry("AUTH_1007", 401, _AUTH, "No API key was provided.")
 AUTH_INVALID_KEY = _entry("AUTH_1008", 401, _AUTH, "The API key is invalid, expired or revoked.")
 AUTH_ADMIN_REQUIRED = _entry("AUTH_1010", 401, _AUTH, "This operation needs the admin credential.")
 AUTH_SCOPE = _entry("AUTH_1015", 403, _PERM, "The API key lacks the scope this endpoint needs.")
+VAULT_KEY_MISSING = _entry("AUTH_1030", 401, _AUTH, "This needs the vault key (`X-Vault-Key`).")
+VAULT_KEY_INVALID = _entry("AUTH_1031", 403, _PERM, "The vault key is invalid.")
 
 # Billing.
 _QUOTA = "insufficient_quota"
@@ -89,10 +91,16 @@ NOT_SUPPORTED_YET = _entry(
     "VALIDATION_4008", 400, _INVALID, "The parameter is recognised but not supported yet."
 )
 NOT_FOUND = _entry("VALIDATION_4040", 404, _NOT_FOUND, "No such resource.")
+VAULT_ITEM_NOT_FOUND = _entry(
+    "VALIDATION_4041", 404, _NOT_FOUND, "No blueprint or skill with this id in the account's vault."
+)
 METHOD_NOT_ALLOWED = _entry("VALIDATION_4050", 405, _INVALID, "Method not allowed on this path.")
 
 # The gateway itself.
 INTERNAL = _entry("SYSTEM_9001", 500, _SERVER, "Unexpected failure inside the gateway.", True)
+VAULT_ITEM_DAMAGED = _entry(
+    "SYSTEM_9002", 500, _SERVER, "A vault item failed its integrity check and cannot be opened."
+)
 
 
 class HanseError(Exception):

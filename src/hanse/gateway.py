@@ -14,6 +14,8 @@ from hanse.storage.accounts import AccountStore
 from hanse.storage.database import create_schema, make_engine
 from hanse.storage.keys import KeyStore
 from hanse.storage.ledger import LedgerStore
+from hanse.storage.vault import VaultStore
+from hanse.vault.service import Vault
 
 log = logging.getLogger("hanse.gateway")
 
@@ -29,6 +31,7 @@ class Gateway:
         self.accounts = AccountStore(self.engine)
         self.ledger = LedgerStore(self.engine)
         self.billing = Billing(self.ledger, self.accounts, settings.reservation_ttl_s)
+        self.vault = Vault(VaultStore(self.engine), settings.vault_scrypt_n)
         self._sweeper: asyncio.Task[None] | None = None
         self.providers = build_providers(catalog)
         self.router = Router(catalog, self.providers)

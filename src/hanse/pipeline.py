@@ -1,6 +1,8 @@
 """THE flow of a chat completion, top to bottom. Each step lives in its own module.
 
-authenticate -> parse + validate -> resolve model (flavor, preset) -> capability checks
+authenticate -> parse + validate -> blueprint (compose, input railguards; a block or an
+  override answers here, once the request is known valid) -> resolve model (flavor, preset)
+  -> capability checks
   -> context check -> route plan (filter, rank) -> reserve -> call the plan's routes (fail over)
   -> JSON answer, or SSE stream
 """
@@ -15,14 +17,17 @@ from typing import Any
 
 from hanse import logs
 from hanse.auth import SCOPE_CHAT, Principal, key_from_headers, require_scope
+from hanse.blueprints.compose import DirectAnswer, apply_blueprint
 from hanse.capabilities import check_capabilities, check_context
+from hanse.direct import PROVIDER_ID, direct_body, direct_stream, settle_direct
+from hanse.domain import InferenceRequest
 from hanse.errors import AUTH_INVALID_KEY, HanseError
 from hanse.gateway import Gateway
 from hanse.metering import Meter
-from hanse.resolve import resolve_model
+from hanse.resolve import ResolvedModel, resolve_model
 from hanse.routing import Served
 from hanse.streaming import metered_fields, sse_stream
-from hanse.wire.convert import to_inference_request, to_provider_preferences
+from hanse.wire.convert import require_model, to_inference_request, to_provider_preferences
 from hanse.wire.request import parse_chat_request
 from hanse.wire.response import ChunkWriter, completion_body
 
@@ -68,10 +73,15 @@ async def chat_completions(
     if wire.request_id:
         trace.request_id = wire.request_id
         logs.request_id.set(wire.request_id)
+    composed = await apply_blueprint(gateway.vault, principal, headers, wire)
+    wire = composed.wire
     trace.model = wire.model
 
-    resolved = resolve_model(gateway.catalog, wire.model, wire.preset)
+    model = require_model(wire)
+    resolved = resolve_model(gateway.catalog, model, wire.preset)
     request = to_inference_request(wire, resolved.model.id)
+    if composed.answer is not None:  # an input railguard blocked it, or an override answered
+        return await _answer_directly(gateway, principal, composed.answer, request, resolved, trace)
     check_capabilities(resolved.model, request)
     input_tokens = gateway.router.input_tokens(resolved.model, request)
     check_context(resolved.model, request, input_tokens)
@@ -103,8 +113,9 @@ async def chat_completions(
             await meter.fail()
             raise
         _record(trace, served)
+        first, events = composed.output.stream(first, events, input_tokens)
         writer = ChunkWriter(
-            id=response_id, created=created, model=wire.model, include_usage=request.include_usage
+            id=response_id, created=created, model=model, include_usage=request.include_usage
         )
         stream = sse_stream(
             first, events, writer, request, served, meter, input_tokens, trace.request_id
@@ -117,10 +128,44 @@ async def chat_completions(
         await meter.fail()
         raise
     _record(trace, served)
-    impact, charge = await meter.close("ok", served.route, completion.usage)
-    body_out = completion_body(completion, id=response_id, created=created, model=wire.model)
+    completion, status = composed.output.complete(completion)
+    impact, charge = await meter.close(status, served.route, completion.usage)
+    body_out = completion_body(completion, id=response_id, created=created, model=model)
     body_out.update(metered_fields(impact, charge))
     return ChatAnswer(body=body_out, headers=_headers(served))
+
+
+async def _answer_directly(
+    gateway: Gateway,
+    principal: Principal,
+    answer: DirectAnswer,
+    request: InferenceRequest,
+    resolved: ResolvedModel,
+    trace: Trace,
+) -> ChatAnswer:
+    """A blueprint's answer: no provider call, zero cost, still a ledger row."""
+    assert trace.model is not None
+    metered = await settle_direct(
+        gateway.billing,
+        principal,
+        answer,
+        model=resolved.model.id,
+        request_id=trace.request_id,
+        location=gateway.settings.location,
+    )
+    response_id, created = "chatcmpl-" + secrets.token_urlsafe(18), int(time.time())
+    headers = {"X-Hanse-Provider": PROVIDER_ID, "X-Hanse-Attempts": "0"}
+    trace.route = PROVIDER_ID
+    if request.stream:
+        writer = ChunkWriter(
+            id=response_id, created=created, model=trace.model, include_usage=request.include_usage
+        )
+        stream = direct_stream(answer, request.n, metered, writer, request.include_usage)
+        return ChatAnswer(stream=stream, headers=headers)
+    body = direct_body(
+        answer, request.n, metered, id=response_id, created=created, model=trace.model
+    )
+    return ChatAnswer(body=body, headers=headers)
 
 
 def _record(trace: Trace, served: Served) -> None:

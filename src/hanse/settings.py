@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from platformdirs import user_data_dir
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -22,6 +23,17 @@ class Settings(BaseSettings):
     public_url: str = "http://127.0.0.1:8080"
     reservation_ttl_s: float = 900.0
     sweep_interval_s: float = 30.0
+    # scrypt cost for new vaults and rotations (a power of two; each account records its own).
+    vault_scrypt_n: int = 2**15
+    # Where the gateway runs (ISO alpha-2): the location of answers no model produced.
+    location: str = Field(default="DE", pattern=r"^[A-Z]{2}$")
+
+    @field_validator("vault_scrypt_n")
+    @classmethod
+    def _power_of_two(cls, value: int) -> int:
+        if value < 2**10 or value & (value - 1):
+            raise ValueError("HANSE_VAULT_SCRYPT_N must be a power of two, at least 1024")
+        return value
 
     @property
     def effective_database_url(self) -> str:

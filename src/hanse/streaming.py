@@ -44,11 +44,12 @@ async def sse_stream(
     """
     held: dict[str, Any] | None = None
     delivered = 0  # content pieces sent: what a cut stream costs
+    status = "ok"  # or `blocked`, when an output railguard ended the stream
     try:
         event: StreamEvent | None = first
         while event is not None:
             if isinstance(event, Usage):
-                impact, charge = await meter.close("ok", served.route, event)
+                impact, charge = await meter.close(status, served.route, event)
                 if request.include_usage or held is None:
                     if held is not None:
                         yield sse_event(held)
@@ -57,6 +58,7 @@ async def sse_stream(
                 yield sse_event(held)
                 held = None
             else:
+                status = "blocked" if event.finish_reason == "blocked" else status
                 for chunk in writer.chunks(event):
                     if held is not None:
                         yield sse_event(held)

@@ -31,7 +31,7 @@ from hanse.errors import (
     HanseError,
 )
 from hanse.gateway import Gateway
-from hanse.http import admin
+from hanse.http import admin, vault
 from hanse.http.models import model_list, model_object
 from hanse.pipeline import Trace, authenticate, chat_completions
 from hanse.settings import Settings
@@ -131,6 +131,13 @@ def _json(handler: Callable[[Request, Gateway], Awaitable[Any]], status: int = 2
     return run
 
 
+def _traced_json(handler: vault.VaultHandler, status: int) -> Handler:
+    async def run(request: Request, gateway: Gateway, trace: Trace) -> Response:
+        return JSONResponse(await handler(request, gateway, trace), status_code=status)
+
+    return run
+
+
 async def usage(request: Request, gateway: Gateway, trace: Trace) -> Response:
     """The calling key's account: totals and per-model rows over [start, end)."""
     principal = await authenticate(gateway, request.headers, trace)
@@ -194,6 +201,10 @@ def create_app(settings: Settings | None = None) -> Starlette:
             ),
             Route("/admin/accounts/{name}/topup", endpoint(_json(admin.top_up)), methods=["POST"]),
             Route("/v1/usage", endpoint(usage), methods=["GET"]),
+            *(
+                Route(path, endpoint(_traced_json(handler, status)), methods=[method])
+                for path, method, handler, status in vault.ROUTES
+            ),
         ],
         exception_handlers={HTTPException: _http_exception},
         lifespan=lifespan,

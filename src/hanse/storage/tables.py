@@ -12,6 +12,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -79,4 +80,34 @@ ledger = Table(
     Column("started_at", DateTime(timezone=True), nullable=False),
     Column("finished_at", DateTime(timezone=True), nullable=False),
     Index("ledger_account_time", "account_id", "finished_at"),
+)
+
+# One vault per account: how its key-encryption key is derived from the vault key (never stored),
+# and a verifier sealed under it that tells a wrong key from a right one. `generation` counts rotations.
+vaults = Table(
+    "vaults",
+    metadata,
+    Column("account_id", Integer, ForeignKey("accounts.id"), primary_key=True),
+    Column("kdf", String(16), nullable=False),
+    Column("kdf_n", Integer, nullable=False),
+    Column("kdf_r", Integer, nullable=False),
+    Column("kdf_p", Integer, nullable=False),
+    Column("salt", LargeBinary, nullable=False),
+    Column("verifier", LargeBinary, nullable=False),
+    Column("generation", Integer, nullable=False, server_default="1"),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("rotated_at", DateTime(timezone=True), nullable=True),
+)
+
+# Blueprints and skills, each sealed whole (name included): nonce + AES-256-GCM ciphertext.
+vault_items = Table(
+    "vault_items",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("account_id", Integer, ForeignKey("accounts.id"), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("sealed", LargeBinary, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Index("vault_items_account_kind", "account_id", "kind", "created_at"),
 )

@@ -8,7 +8,13 @@ from jsonschema import SchemaError
 from jsonschema.validators import validator_for
 
 from hanse.domain import InferenceRequest, ProviderPreferences, ResponseFormat
-from hanse.errors import INVALID_VALUE, MISSING_FIELD, NOT_SUPPORTED_YET, HanseError
+from hanse.errors import (
+    INVALID_VALUE,
+    MISSING_FIELD,
+    MISSING_REQUIRED,
+    NOT_SUPPORTED_YET,
+    HanseError,
+)
 from hanse.wire.request import (
     NOT_SUPPORTED_YET_FIELDS,
     AssistantMessage,
@@ -16,6 +22,18 @@ from hanse.wire.request import (
     JsonSchemaResponseFormat,
     NamedToolChoice,
 )
+
+
+def require_model(wire: ChatCompletionRequest) -> str:
+    """The model the request names (itself or through its blueprint), or VALIDATION_4002."""
+    if wire.model is None:
+        raise HanseError(
+            MISSING_REQUIRED,
+            "`model` is required (in the request or its blueprint).",
+            param="model",
+            details={"parameter": "model"},
+        )
+    return wire.model
 
 
 def to_inference_request(wire: ChatCompletionRequest, model_id: str) -> InferenceRequest:

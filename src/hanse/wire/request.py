@@ -168,7 +168,8 @@ Count = Annotated[int, Field(ge=1, le=_INT64_MAX)]
 class ChatCompletionRequest(_Wire):
     """POST /v1/chat/completions, as the reference page defines it."""
 
-    model: Annotated[str, Field(min_length=1, max_length=256)]
+    # Optional here: a blueprint may name the model (VALIDATION_4002 when neither does).
+    model: Annotated[str, Field(min_length=1, max_length=256)] | None = None
     messages: Annotated[list[Message], Field(min_length=1)]
     max_tokens: Count | None = None
     max_completion_tokens: Count | None = None
@@ -198,10 +199,10 @@ class ChatCompletionRequest(_Wire):
     store: bool | None = None
     metadata: dict[str, str] | None = None
     service_tier: Literal["auto", "default"] | None = None
-    # Melious composition fields: typed now, served by the blueprints work (VALIDATION_4008 until then).
+    # Melious composition fields (hanse.blueprints): checked whole by the blueprint stage.
     blueprint_id: str | None = None
     blueprint_config: dict[str, Any] | None = None
-    variables: dict[str, Any] | None = None
+    variables: dict[str, str] | None = None
     skill_ids: list[str] | None = None
     skill_configs: list[dict[str, Any]] | None = None
     # OpenAI parameters Hanse recognises but does not serve (VALIDATION_4008).
@@ -216,11 +217,6 @@ class ChatCompletionRequest(_Wire):
 
 
 NOT_SUPPORTED_YET_FIELDS = (
-    "blueprint_id",
-    "blueprint_config",
-    "variables",
-    "skill_ids",
-    "skill_configs",
     "logit_bias",
     "modalities",
     "audio",

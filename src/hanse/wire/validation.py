@@ -72,18 +72,26 @@ _TAGS = {
     "refusal",
     "json_object",
     "json_schema",
+    # Blueprint railguard types (hanse.blueprints.models).
+    "deny_pattern",
+    "pii",
+    "max_input_tokens",
 }
 _TAGGED_FIELDS = {"response_format"}
 _TYPE_LABELS = {"str", "int", "float", "bool", "dict", "list", "none"}
 
 
-def raise_for_validation_error(exc: ValidationError, required: Sequence[str] = ()) -> NoReturn:
-    """Raise the catalog error for the first problem pydantic found."""
+def raise_for_validation_error(
+    exc: ValidationError, required: Sequence[str] = (), prefix: str = ""
+) -> NoReturn:
+    """Raise the catalog error for the first problem pydantic found; `prefix` (such as
+    `blueprint_config.`) places a nested object's fields in the request."""
     errors = exc.errors(include_url=False, include_input=False)
     first = _most_specific(errors)
     kind = first["type"]
     loc = _location(first)
-    param = param_path(loc) or None
+    path = param_path(loc)
+    param = (prefix + path if path else prefix.rstrip(".")) or None
     if kind == "json_invalid" or (kind in {"model_type", "model_attributes_type"} and not loc):
         raise HanseError(INVALID_JSON, "The request body must be a JSON object.")
     if kind in _ABSENT and len(loc) == 1 and loc[0] in required:

@@ -1,0 +1,128 @@
+"""Output railguards on the model's answer: whole, or incrementally on a stream.
+
+A stream holds back, per choice, as many characters as the longest match of any output rule can
+span, so a match is seen whole before any of it goes out: a blocked phrase never reaches the
+client, however the provider's chunks cut it. A block ends the stream with `finish_reason:
+"blocked"` (the rule's message as its content) and stops the provider; what the model produced
+until then is charged as for a cut stream. Tool-call arguments are not screened.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass, field
+
+from hanse.blueprints.models import Railguards
+from hanse.blueprints.rules import OUTPUT_BLOCKED, TextRule, scan, text_rule
+from hanse.domain import ChoiceDelta, Completion, StreamEvent, Usage
+
+_CONTEXT = 1000  # released text kept for the lookbehinds of later matches
+
+
+@dataclass(slots=True)
+class _ChoiceText:
+    """One streamed choice: `text[:released]` has gone out; the rest is held."""
+
+    text: str = ""
+    released: int = 0
+    finished: bool = False
+
+    def feed(self, rules: list[TextRule], hold: int, piece: str, final: bool) -> str | TextRule:
+        """What may go out now, or the rule that blocks."""
+        result = scan(rules, self.text + piece, self.released, final)
+        if result.blocked is not None:
+            return result.blocked
+        self.text = result.text
+        end = len(self.text) if final else max(self.released, len(self.text) - hold)
+        out = self.text[self.released : end]
+        cut = max(0, end - _CONTEXT)
+        self.text, self.released = self.text[cut:], end - cut
+        return out
+
+
+@dataclass(slots=True)
+class OutputGuard:
+    """A blueprint's output railguards; without any it changes nothing."""
+
+    rules: list[TextRule] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, railguards: Railguards) -> OutputGuard:
+        return cls([text_rule(rule, OUTPUT_BLOCKED) for rule in railguards.output])
+
+    def complete(self, completion: Completion) -> tuple[Completion, str]:
+        """The answer screened, and its ledger status (`ok` or `blocked`)."""
+        status = "ok"
+        for choice in completion.choices:
+            if not self.rules or choice.content is None:
+                continue
+            result = scan(self.rules, choice.content)
+            if result.blocked is None:
+                choice.content = result.text
+                continue
+            status = "blocked"
+            choice.content, choice.finish_reason = result.blocked.message, "blocked"
+            choice.tool_calls, choice.logprobs = [], None
+        return completion, status
+
+    def stream(
+        self, first: StreamEvent, events: AsyncGenerator[StreamEvent, None], input_tokens: int
+    ) -> tuple[StreamEvent, AsyncGenerator[StreamEvent, None]]:
+        """The stream screened; its first event (the role chunk) goes out without waiting."""
+        if not self.rules or not isinstance(first, ChoiceDelta):
+            return first, events
+        opening = ChoiceDelta(index=first.index, system_fingerprint=first.system_fingerprint)
+        return opening, self._screened(first, events, input_tokens)
+
+    async def _screened(
+        self, first: ChoiceDelta, events: AsyncGenerator[StreamEvent, None], input_tokens: int
+    ) -> AsyncGenerator[StreamEvent, None]:
+        hold = max(rule.width for rule in self.rules)
+        choices: dict[int, _ChoiceText] = {}
+        received = 0  # content pieces the model produced: what a blocked stream costs
+        event: StreamEvent | None = first
+        try:
+            while event is not None:
+                if isinstance(event, Usage):
+                    # A choice the provider left without a finish reason still gets its held text.
+                    for index, state in sorted(choices.items()):
+                        if state.finished:
+                            continue
+                        out = state.feed(self.rules, hold, "", final=True)
+                        if isinstance(out, TextRule):
+                            for delta in self._block(index, out, choices):
+                                yield delta
+                            break
+                        state.finished = True
+                        yield ChoiceDelta(index=index, content=out or None)
+                    yield event
+                else:
+                    state = choices.setdefault(event.index, _ChoiceText())
+                    received += 1 if event.content else 0
+                    final = event.finish_reason is not None
+                    out = state.feed(self.rules, hold, event.content or "", final)
+                    if isinstance(out, TextRule):
+                        for delta in self._block(event.index, out, choices):
+                            yield delta
+                        yield Usage(input_tokens, received)
+                        return
+                    state.finished = final
+                    yield ChoiceDelta(
+                        index=event.index,
+                        content=out or None,
+                        tool_calls=event.tool_calls,
+                        finish_reason=event.finish_reason,
+                        system_fingerprint=event.system_fingerprint,
+                    )
+                event = await anext(events, None)
+        finally:
+            await events.aclose()
+
+    @staticmethod
+    def _block(index: int, rule: TextRule, choices: dict[int, _ChoiceText]) -> list[ChoiceDelta]:
+        """The blocking choice ends with the rule's message; every other open choice ends too."""
+        deltas = [ChoiceDelta(index=index, content=rule.message, finish_reason="blocked")]
+        for other, state in sorted(choices.items()):
+            if other != index and not state.finished:
+                deltas.append(ChoiceDelta(index=other, finish_reason="blocked"))
+        return deltas
