@@ -159,7 +159,7 @@ VALIDATION_CASES: dict[str, tuple[dict[str, Any], str, str | None]] = {
     "max-tokens-0": ({"max_tokens": 0}, "VALIDATION_4004", "max_tokens"),
     "max-tokens-beyond-int64": ({"max_tokens": 10**20}, "VALIDATION_4004", "max_tokens"),
     "seed-beyond-int64": ({"seed": 2**70}, "VALIDATION_4004", "seed"),
-    "stop-5-entries": ({"stop": ["a", "b", "c", "d", "e"]}, "VALIDATION_4004", "stop"),
+    "stop-5-entries": ({"stop": ["a", "b", "c", "d", "e"]}, "VALIDATION_4101", "stop"),
     "bad-role": (
         {"messages": [{"role": "bot", "content": "Hi"}]},
         "VALIDATION_4005",

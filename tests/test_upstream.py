@@ -671,7 +671,8 @@ def test_image_on_a_model_without_vision(
 
 
 def test_json_schema_on_a_model_without_it(client: OpenAI, upstream: ScriptedUpstream) -> None:
-    with pytest.raises(openai.BadRequestError) as caught:
+    # The structured-output fallback (test_structured.py): prose is repaired once, then refused.
+    with pytest.raises(openai.InternalServerError) as caught:
         client.chat.completions.create(
             model="no-json-schema",
             messages=HELLO,
@@ -680,9 +681,11 @@ def test_json_schema_on_a_model_without_it(client: OpenAI, upstream: ScriptedUps
                 "json_schema": {"name": "x", "schema": {"type": "object"}},
             },
         )
-    assert caught.value.code == "INFERENCE_3203"
-    assert caught.value.param == "response_format"
-    assert upstream.received() == []
+    assert (caught.value.status_code, caught.value.code) == (502, "INFERENCE_3209")
+    first, repair = upstream.received()
+    assert first.body["response_format"] == {"type": "json_object"}  # the model's JSON mode
+    assert "JSON Schema" in first.body["messages"][0]["content"]
+    assert len(repair.body["messages"]) == len(first.body["messages"]) + 2
 
 
 def test_json_object_still_allowed_without_json_schema(

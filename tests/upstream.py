@@ -16,6 +16,9 @@ Several can run at once, each on its own port, one per provider.
     ends-without-done  two SSE chunks, then a clean end of a close-delimited body (no [DONE])
     stall-mid-stream  two SSE chunks (or part of the JSON body), then silence past any read timeout
     unauthorized    401, echoing the key it was given (as OpenAI does)
+    json-valid      a JSON answer ({"city": "Hamburg"}); json-fenced: the same in a ```json fence
+    json-repair     prose, then valid JSON when the request is a repair (its last message asks again)
+    json-never      prose, whatever it is asked
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ HANG_S = 5.0
 ANSWER = "Lübeck, Hamburg, Bremen."
 USAGE = {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18}
 TOOL_ARGUMENTS = '{"city": "Hamburg"}'
+JSON_ANSWER = '{"city": "Hamburg"}'
+PROSE_ANSWER = "The city is Hamburg."
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +145,15 @@ def _stream_chunks(
     return chunks
 
 
+def _json_answer(model: str, body: dict[str, Any]) -> str:
+    repair = "required format" in str(body["messages"][-1].get("content"))
+    if model == "json-valid" or (model == "json-repair" and repair):
+        return JSON_ANSWER
+    if model == "json-fenced":
+        return f"```json\n{JSON_ANSWER}\n```"
+    return PROSE_ANSWER
+
+
 def _error(message: str, type_: str, code: str | None) -> dict[str, Any]:
     return {"error": {"message": message, "type": type_, "param": None, "code": code}}
 
@@ -199,6 +213,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._stall_body(model)
         elif stream:
             self._stream(model, body)
+        elif model.startswith("json-"):
+            answer = {"role": "assistant", "content": _json_answer(model, body)}
+            self._json(200, _completion(model, answer, "stop"))
         elif model == "tools":
             call = {
                 "id": "call_up_1",

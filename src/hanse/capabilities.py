@@ -7,10 +7,8 @@ from hanse.domain import InferenceRequest
 from hanse.errors import (
     CONTEXT_EXCEEDED,
     NO_LOGPROBS,
-    NO_STRUCTURED_OUTPUT,
     NO_TOOLS,
     NO_VISION,
-    NOT_SUPPORTED_YET,
     HanseError,
 )
 
@@ -25,30 +23,15 @@ def check_capabilities(model: ModelConfig, request: InferenceRequest) -> None:
             param="tools",
             details={"model": model.id},
         )
-    if _has_images(request):
-        if not caps.vision:
-            raise HanseError(
-                NO_VISION,
-                f"The model `{model.id}` does not accept images.",
-                param="messages",
-                details={"model": model.id},
-            )
+    if _has_images(request) and not caps.vision:
         raise HanseError(
-            NOT_SUPPORTED_YET,
-            "Image inputs are not supported yet by this gateway.",
+            NO_VISION,
+            f"The model `{model.id}` does not accept images.",
             param="messages",
-            details={"parameter": "messages"},
+            details={"model": model.id},
         )
-    fmt = request.response_format
-    if fmt is not None and fmt.type != "text":
-        supported = caps.json_schema if fmt.type == "json_schema" else caps.structured_output
-        if not supported:
-            raise HanseError(
-                NO_STRUCTURED_OUTPUT,
-                f"The model `{model.id}` does not support response_format `{fmt.type}`.",
-                param="response_format",
-                details={"model": model.id, "response_format": fmt.type},
-            )
+    # A `response_format` the model lacks is served by the structured-output fallback
+    # (routing/structured.py), so it is never refused here.
     if request.logprobs and not caps.logprobs:
         raise HanseError(
             NO_LOGPROBS,
@@ -65,9 +48,6 @@ def needed_capabilities(request: InferenceRequest) -> set[str]:
         needed.add("function_calling")
     if _has_images(request):
         needed.add("vision")
-    fmt = request.response_format
-    if fmt is not None and fmt.type != "text":
-        needed.add("json_schema" if fmt.type == "json_schema" else "structured_output")
     if request.logprobs:
         needed.add("logprobs")
     return needed

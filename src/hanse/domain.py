@@ -53,6 +53,8 @@ class InferenceRequest:
     top_logprobs: int | None = None
     reasoning_effort: str | None = None
     user: str | None = None
+    # Estimated prompt tokens of the image parts (known once they are re-encoded).
+    image_tokens: int = 0
 
     def forced_tool(self) -> str | None:
         """The function name `tool_choice` forces, if it names one."""

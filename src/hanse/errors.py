@@ -66,15 +66,19 @@ UPSTREAM_RATE_LIMITED = _entry(
 )
 NO_VISION = _entry("INFERENCE_3201", 400, _INVALID, "The model does not accept images.")
 NO_TOOLS = _entry("INFERENCE_3202", 400, _INVALID, "The model does not support function calling.")
-NO_STRUCTURED_OUTPUT = _entry(
-    "INFERENCE_3203", 400, _INVALID, "The model does not support this response_format."
-)
 NO_LOGPROBS = _entry(
     "INFERENCE_3204", 400, _INVALID, "The model does not return log probabilities."
 )
 CONTEXT_EXCEEDED = _entry("INFERENCE_3207", 400, _INVALID, "The input exceeds the context window.")
 CONTENT_FILTERED = _entry(
     "INFERENCE_3208", 400, _INVALID, "The provider's content filter refused it."
+)
+SCHEMA_NOT_MET = _entry(
+    "INFERENCE_3209",
+    502,
+    _SERVER,
+    "The answer did not match the response_format schema, even after a repair.",
+    retryable=True,
 )
 
 # Validation of what the client sent.
@@ -90,11 +94,19 @@ UNKNOWN_PARAMETER = _entry(
 NOT_SUPPORTED_YET = _entry(
     "VALIDATION_4008", 400, _INVALID, "The parameter is recognised but not supported yet."
 )
+LIMIT_EXCEEDED = _entry("VALIDATION_4101", 400, _INVALID, "The request exceeds a configured limit.")
+NOT_AN_IMAGE = _entry("VALIDATION_4201", 400, _INVALID, "An image input is not a valid image.")
+IMAGE_TOO_LARGE = _entry("VALIDATION_4202", 400, _INVALID, "An image input is too large.")
+IMAGE_FETCH_REFUSED = _entry(
+    "VALIDATION_4203", 400, _INVALID, "The gateway refuses to fetch this image URL."
+)
+IMAGE_FETCH_FAILED = _entry("VALIDATION_4204", 400, _INVALID, "An image URL could not be fetched.")
 NOT_FOUND = _entry("VALIDATION_4040", 404, _NOT_FOUND, "No such resource.")
 VAULT_ITEM_NOT_FOUND = _entry(
     "VALIDATION_4041", 404, _NOT_FOUND, "No blueprint or skill with this id in the account's vault."
 )
 METHOD_NOT_ALLOWED = _entry("VALIDATION_4050", 405, _INVALID, "Method not allowed on this path.")
+BODY_TOO_LARGE = _entry("VALIDATION_4130", 413, _INVALID, "The request body is too large.")
 
 # The gateway itself.
 INTERNAL = _entry("SYSTEM_9001", 500, _SERVER, "Unexpected failure inside the gateway.", True)

@@ -16,6 +16,7 @@ from hanse.storage.keys import KeyStore
 from hanse.storage.ledger import LedgerStore
 from hanse.storage.vault import VaultStore
 from hanse.vault.service import Vault
+from hanse.vision.content import ImageInputs
 
 log = logging.getLogger("hanse.gateway")
 
@@ -35,6 +36,7 @@ class Gateway:
         self._sweeper: asyncio.Task[None] | None = None
         self.providers = build_providers(catalog)
         self.router = Router(catalog, self.providers)
+        self.images = ImageInputs(catalog.limits, catalog.images)
 
     async def start(self) -> None:
         for model in self.catalog.models:

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 
 import anyio
 
+from hanse import structured
 from hanse.auth import Principal
 from hanse.billing import Billing, Charge, worst_case_pico
 from hanse.config.schema import Catalog, ModelConfig, RouteConfig
@@ -46,9 +47,16 @@ class Meter:
         routes: Sequence[RouteConfig],
         input_tokens: int,
         request_id: str,
+        *,
+        repairs: bool = False,
     ) -> Meter:
-        """Reserve the worst case over the candidate routes: input + every choice's max output."""
-        output_tokens = (request.max_tokens or model.output_limit) * request.n
+        """Reserve the worst case over the candidate routes: input + every choice's max output;
+        with `repairs` (the structured-output fallback may run), one repair call per choice too."""
+        per_choice = request.max_tokens or model.output_limit
+        output_tokens = per_choice * request.n
+        if repairs:
+            input_tokens += structured.extra_input_tokens(request, input_tokens, per_choice)
+            output_tokens *= 2
         amount = worst_case_pico(routes, input_tokens, output_tokens)
         reservation = await billing.reserve(principal, amount, request_id, model.id)
         return cls(billing, catalog, model, reservation)

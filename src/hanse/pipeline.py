@@ -1,9 +1,10 @@
 """THE flow of a chat completion, top to bottom. Each step lives in its own module.
 
-authenticate -> parse + validate -> blueprint (compose, input railguards; a block or an
+authenticate -> parse + validate (limits) -> blueprint (compose, input railguards; a block or an
   override answers here, once the request is known valid) -> resolve model (flavor, preset)
-  -> capability checks
-  -> context check -> route plan (filter, rank) -> reserve -> call the plan's routes (fail over)
+  -> capability checks -> prepare content (fetch and re-encode images) -> context check
+  -> route plan (filter, rank)
+  -> reserve -> call the plan's routes (fail over; structured-output fallback where not native)
   -> JSON answer, or SSE stream
 """
 
@@ -15,7 +16,7 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from hanse import logs
+from hanse import logs, structured
 from hanse.auth import SCOPE_CHAT, Principal, key_from_headers, require_scope
 from hanse.blueprints.compose import DirectAnswer, apply_blueprint
 from hanse.capabilities import check_capabilities, check_context
@@ -23,6 +24,7 @@ from hanse.direct import PROVIDER_ID, direct_body, direct_stream, settle_direct
 from hanse.domain import InferenceRequest
 from hanse.errors import AUTH_INVALID_KEY, HanseError
 from hanse.gateway import Gateway
+from hanse.limits import check_limits
 from hanse.metering import Meter
 from hanse.resolve import ResolvedModel, resolve_model
 from hanse.routing import Served
@@ -70,6 +72,7 @@ async def chat_completions(
     require_scope(principal, SCOPE_CHAT)
 
     wire = parse_chat_request(body)
+    check_limits(wire, gateway.catalog.limits)
     if wire.request_id:
         trace.request_id = wire.request_id
         logs.request_id.set(wire.request_id)
@@ -83,6 +86,7 @@ async def chat_completions(
     if composed.answer is not None:  # an input railguard blocked it, or an override answered
         return await _answer_directly(gateway, principal, composed.answer, request, resolved, trace)
     check_capabilities(resolved.model, request)
+    await gateway.images.prepare(request)  # fetch and re-encode images (the safe fetcher)
     input_tokens = gateway.router.input_tokens(resolved.model, request)
     check_context(resolved.model, request, input_tokens)
     plan = gateway.router.plan(
@@ -103,6 +107,7 @@ async def chat_completions(
         plan.routes,
         input_tokens,
         trace.request_id,
+        repairs=plan.may_repair(request),
     )
     response_id = "chatcmpl-" + secrets.token_urlsafe(18)
     created = int(time.time())
@@ -173,4 +178,7 @@ def _record(trace: Trace, served: Served) -> None:
 
 
 def _headers(served: Served) -> dict[str, str]:
-    return {"X-Hanse-Provider": served.route.id, "X-Hanse-Attempts": str(served.attempts)}
+    headers = {"X-Hanse-Provider": served.route.id, "X-Hanse-Attempts": str(served.attempts)}
+    if served.structured_output is not None:
+        headers[structured.HEADER] = served.structured_output
+    return headers

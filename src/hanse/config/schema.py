@@ -17,6 +17,7 @@ from pydantic import (
 )
 
 from hanse.config.intensity import HourlyIntensity, read_hourly_intensity
+from hanse.config.limits import ImagesConfig, LimitsConfig
 from hanse.grid import is_country
 from hanse.money import PRICE_DECIMALS
 
@@ -174,6 +175,8 @@ class Catalog(_Strict):
     models: list[ModelConfig]
     routing: RoutingConfig = RoutingConfig()
     impact: ImpactConfig = ImpactConfig()
+    limits: LimitsConfig = LimitsConfig()
+    images: ImagesConfig = ImagesConfig()
 
     @model_validator(mode="after")
     def _references(self) -> Catalog:

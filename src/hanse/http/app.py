@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
@@ -32,7 +33,9 @@ from hanse.errors import (
 )
 from hanse.gateway import Gateway
 from hanse.http import admin, vault
+from hanse.http.body import BodyLimit
 from hanse.http.models import model_list, model_object
+from hanse.http.openapi import openapi_document
 from hanse.pipeline import Trace, authenticate, chat_completions
 from hanse.settings import Settings
 from hanse.usage import EPOCH, parse_time, usage_report
@@ -154,6 +157,10 @@ async def health(request: Request, gateway: Gateway, trace: Trace) -> Response:
     return JSONResponse({"status": "ok"})
 
 
+async def openapi(request: Request, gateway: Gateway, trace: Trace) -> Response:
+    return JSONResponse(openapi_document(gateway.catalog))
+
+
 def _include_meta(request: Request) -> bool:
     value = request.query_params.get("include_meta", "false").lower()
     if value not in ("true", "false", "1", "0"):
@@ -191,6 +198,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             Route("/v1/models", endpoint(list_models), methods=["GET"]),
             Route("/v1/models/{model_id:path}", endpoint(get_model), methods=["GET"]),
             Route("/health", endpoint(health), methods=["GET"]),
+            Route("/openapi.json", endpoint(openapi), methods=["GET"]),
             Route("/admin/keys", endpoint(_json(admin.create_key, 201)), methods=["POST"]),
             Route("/admin/keys", endpoint(_json(admin.list_keys)), methods=["GET"]),
             Route("/admin/keys/{key_id}", endpoint(_json(admin.revoke_key)), methods=["DELETE"]),
@@ -207,6 +215,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             ),
         ],
         exception_handlers={HTTPException: _http_exception},
+        middleware=[Middleware(BodyLimit, max_bytes=gateway.catalog.limits.max_body_bytes)],
         lifespan=lifespan,
     )
     app.state.gateway = gateway

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import AsyncGenerator, AsyncIterator
@@ -131,7 +132,8 @@ class OpenAICompatibleProvider:
                 raise ProviderFailure("timeout", "the provider stopped sending") from exc
             except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as exc:
                 raise ProviderFailure("connect", "the provider cut the stream") from exc
-        yield usage or Usage(estimate_tokens(request.messages), (completion_chars + 3) // 4)
+        prompt = estimate_tokens(request.messages) + request.image_tokens
+        yield usage or Usage(prompt, (completion_chars + 3) // 4)
 
     def _body(self, request: InferenceRequest, route: RouteConfig) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -164,7 +166,7 @@ class OpenAICompatibleProvider:
         if self._session is None:
             raise RuntimeError("provider not started")
         try:
-            async with self._session.post(self._url, data=orjson.dumps(body)) as response:
+            async with self._session.post(self._url, data=_encode(body)) as response:
                 yield response
         except aiohttp.ClientConnectorError as exc:
             raise ProviderFailure("connect", "cannot connect to the provider") from exc
@@ -207,6 +209,13 @@ class OpenAICompatibleProvider:
             raise ProviderFailure("timeout", "the provider did not answer in time") from exc
         except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as exc:
             raise ProviderFailure("connect", "the provider cut the connection") from exc
+
+
+def _encode(body: dict[str, Any]) -> bytes:
+    try:
+        return orjson.dumps(body)
+    except TypeError:  # an integer beyond 64 bits in a client's schema: the stdlib takes any size
+        return json.dumps(body, ensure_ascii=False).encode()
 
 
 def _response_format(request: InferenceRequest) -> dict[str, Any]:

@@ -13,6 +13,7 @@ import time
 from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass
 
+from hanse import structured
 from hanse.config.schema import Catalog, ModelConfig, RouteConfig
 from hanse.domain import Completion, InferenceRequest, ProviderPreferences, StreamEvent, Usage
 from hanse.errors import HanseError
@@ -45,6 +46,10 @@ class RoutePlan:
     def key(self, route: RouteConfig) -> str:
         return route_key(self.model, route)
 
+    def may_repair(self, request: InferenceRequest) -> bool:
+        """Some route of the plan would serve `response_format` through the fallback."""
+        return any(structured.mode(self.model, r, request) == "fallback" for r in self.routes)
+
 
 def route_key(model: ModelConfig, route: RouteConfig) -> str:
     """A route's name in health and speed records: one provider serving one model."""
@@ -53,11 +58,13 @@ def route_key(model: ModelConfig, route: RouteConfig) -> str:
 
 @dataclass(slots=True)
 class Served:
-    """Which route answered, after how many attempts, in how long (for a stream: until its end)."""
+    """Which route answered, after how many attempts, in how long (for a stream: until its end),
+    and how it enforced `response_format` (None when plain text was asked)."""
 
     route: RouteConfig
     attempts: int
     latency_s: float
+    structured_output: structured.Mode | None = None
 
 
 class Router:
@@ -80,8 +87,8 @@ class Router:
         for route in model.routes:
             counted = self.provider(route).count_input_tokens(request, model)
             if counted is not None:
-                return counted
-        return estimate_tokens(request.messages)
+                return counted + request.image_tokens
+        return estimate_tokens(request.messages) + request.image_tokens
 
     def plan(
         self,
@@ -113,9 +120,14 @@ class Router:
             )
         ranking = scores(factors, FLAVOR_WEIGHTS[flavor])
         score = {r.id: s for r, s in zip(candidates, ranking, strict=True)}
-        # A stable sort: equal scores keep the catalog's order.
+        # A stable sort: equal scores keep the catalog's order. Native structured output first.
         ranked = sorted(
-            candidates, key=lambda r: (reasoning and not self._reasoning(r), -score[r.id])
+            candidates,
+            key=lambda r: (
+                structured.mode(model, r, request) == "fallback",
+                reasoning and not self._reasoning(r),
+                -score[r.id],
+            ),
         )
         routes = arrange(ranked, preferences)
         log.debug(
@@ -132,7 +144,7 @@ class Router:
             started = time.perf_counter()
             try:
                 async with asyncio.timeout_at(tries.deadline):
-                    completion = await self.provider(route).complete(request, route)
+                    completion = await self._complete(plan.model, route, request)
             except (TimeoutError, ProviderFailure) as exc:
                 await self._failed(tries, key, route, _failure(exc))
                 continue
@@ -143,7 +155,7 @@ class Router:
             await self._health.succeeded(key)
             provider = self._catalog.provider(route.provider)
             self._speed.record_whole(key, provider, latency, completion.usage.completion_tokens)
-            return completion, Served(route, tries.count, latency)
+            return completion, self._served(plan, route, request, tries.count, latency)
         raise tries.error()
 
     async def stream(
@@ -155,7 +167,7 @@ class Router:
         while (route := await tries.next()) is not None:
             key = plan.key(route)
             started = time.perf_counter()
-            events = self.provider(route).stream(request, route)
+            events = self._stream(plan.model, route, request)
             try:
                 async with asyncio.timeout_at(tries.deadline):
                     first = await anext(events)
@@ -167,7 +179,7 @@ class Router:
                 await events.aclose()
                 await self._health.succeeded(key)
                 raise
-            served = Served(route, tries.count, time.perf_counter() - started)
+            served = self._served(plan, route, request, tries.count, time.perf_counter() - started)
             return first, self._follow(key, route, events, served, started), served
         raise tries.error()
 
@@ -198,6 +210,29 @@ class Router:
         finally:
             served.latency_s = time.perf_counter() - started
             await events.aclose()
+
+    async def _complete(
+        self, model: ModelConfig, route: RouteConfig, request: InferenceRequest
+    ) -> Completion:
+        provider = self.provider(route)
+        if structured.mode(model, route, request) == "fallback":
+            return await structured.complete(provider, model, request, route)
+        return await provider.complete(request, route)
+
+    def _stream(
+        self, model: ModelConfig, route: RouteConfig, request: InferenceRequest
+    ) -> AsyncGenerator[StreamEvent, None]:
+        provider = self.provider(route)
+        if structured.mode(model, route, request) == "fallback":
+            return structured.stream(provider, model, request, route)
+        return provider.stream(request, route)
+
+    @staticmethod
+    def _served(
+        plan: RoutePlan, route: RouteConfig, request: InferenceRequest, count: int, latency: float
+    ) -> Served:
+        mode = structured.mode(plan.model, route, request)
+        return Served(route, count, latency, structured_output=mode)
 
     def _attempts(self, plan: RoutePlan) -> Attempts:
         async def admits(route: RouteConfig) -> bool:

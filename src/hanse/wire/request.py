@@ -9,7 +9,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from hanse.wire.validation import raise_for_validation_error
 
@@ -162,7 +162,15 @@ Probability = Annotated[float, Field(ge=0, le=1)]
 Penalty = Annotated[float, Field(ge=-2, le=2)]
 # Integers stay within int64, as OpenAI's schema bounds `seed`: larger ones cannot travel as JSON.
 _INT64_MAX = 2**63 - 1
-Count = Annotated[int, Field(ge=1, le=_INT64_MAX)]
+
+
+def _integral(value: Any) -> Any:
+    # JSON has one number type: `2.0` is the integer 2 (as JSON Schema says); `2.5` stays refused.
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+Integral = BeforeValidator(_integral)
+Count = Annotated[int, Field(ge=1, le=_INT64_MAX), Integral]
 
 
 class ChatCompletionRequest(_Wire):
@@ -175,22 +183,23 @@ class ChatCompletionRequest(_Wire):
     max_completion_tokens: Count | None = None
     temperature: Annotated[float, Field(ge=0, le=2)] | None = None
     top_p: Probability | None = None
-    top_k: Annotated[int, Field(ge=0, le=_INT64_MAX)] | None = None
+    top_k: Annotated[int, Field(ge=0, le=_INT64_MAX), Integral] | None = None
     min_p: Probability | None = None
     frequency_penalty: Penalty | None = None
     presence_penalty: Penalty | None = None
-    stop: str | Annotated[list[str], Field(max_length=4)] | None = None
-    seed: Annotated[int, Field(ge=-_INT64_MAX - 1, le=_INT64_MAX)] | None = None
+    # How many stops and tools, and how long: `[limits]` (hanse.limits), configurable.
+    stop: str | list[str] | None = None
+    seed: Annotated[int, Field(ge=-_INT64_MAX - 1, le=_INT64_MAX), Integral] | None = None
     user: Annotated[str, Field(max_length=256)] | None = None
-    n: Annotated[int, Field(ge=1, le=10)] | None = None
+    n: Annotated[int, Field(ge=1, le=10), Integral] | None = None
     stream: bool | None = None
     stream_options: StreamOptions | None = None
-    tools: Annotated[list[Tool], Field(max_length=128)] | None = None
+    tools: list[Tool] | None = None
     tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
     parallel_tool_calls: bool | None = None
     response_format: ResponseFormat | None = None
     logprobs: bool | None = None
-    top_logprobs: Annotated[int, Field(ge=0, le=20)] | None = None
+    top_logprobs: Annotated[int, Field(ge=0, le=20), Integral] | None = None
     reasoning_effort: Literal["low", "medium", "high"] | None = None
     preset: Literal["reasoning", "non_reasoning"] | None = None
     provider: ProviderOptions | None = None

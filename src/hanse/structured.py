@@ -1,0 +1,181 @@
+"""Structured output on routes that cannot enforce `response_format` themselves.
+
+Melious's fallback: the schema goes into the system prompt, the answer is validated (jsonschema), and
+an answer that fails is repaired once: one more call that shows the model its answer and the
+validation error. An answer that still fails is INFERENCE_3209. Routes that enforce the format
+natively (a grammar, an upstream's own json_schema) are always ranked first; the response's
+`X-Hanse-Structured-Output` header says which way was taken.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from collections.abc import AsyncGenerator
+from typing import Any, Literal
+
+from jsonschema.exceptions import best_match
+from jsonschema.validators import validator_for
+
+from hanse.config.schema import ModelConfig, RouteConfig
+from hanse.domain import (
+    ChoiceDelta,
+    Completion,
+    InferenceRequest,
+    ResponseFormat,
+    StreamEvent,
+    ToolCallDelta,
+    Usage,
+)
+from hanse.errors import SCHEMA_NOT_MET, HanseError
+from hanse.providers.base import Provider
+
+Mode = Literal["native", "fallback"]
+HEADER = "X-Hanse-Structured-Output"
+# The repair message and the format instructions, in tokens, beyond the schema itself.
+REPAIR_OVERHEAD_TOKENS = 128
+_PROBLEM_CHARS = 300
+_FENCE = re.compile(r"^```[A-Za-z0-9_-]*\s*\n(.*?)\n?```$", re.DOTALL)
+
+
+def mode(model: ModelConfig, route: RouteConfig, request: InferenceRequest) -> Mode | None:
+    """How the route serves the request's `response_format` (None: plain text was asked)."""
+    fmt = request.response_format
+    if fmt is None or fmt.type == "text":
+        return None
+    return "native" if _native(model, route, fmt.type) else "fallback"
+
+
+def _native(model: ModelConfig, route: RouteConfig, kind: str) -> bool:
+    name = "json_schema" if kind == "json_schema" else "structured_output"
+    return bool(getattr(model.capabilities, name)) and name not in route.unsupported
+
+
+def extra_input_tokens(request: InferenceRequest, input_tokens: int, per_choice: int) -> int:
+    """The most input tokens the fallback adds: the schema on the first call, then one repair per
+    choice, each with the prompt, the schema, the failed answer and the error."""
+    fmt = request.response_format
+    schema_tokens = len(json.dumps(fmt.schema)) // 4 if fmt and fmt.schema else 0
+    first = schema_tokens + REPAIR_OVERHEAD_TOKENS
+    return first + request.n * (input_tokens + per_choice + first)
+
+
+async def complete(
+    provider: Provider, model: ModelConfig, request: InferenceRequest, route: RouteConfig
+) -> Completion:
+    """The route's answer, with the schema in the prompt, validated and repaired once if needed."""
+    fmt = request.response_format
+    assert fmt is not None
+    asked = _prompted(request, fmt, json_mode=_native(model, route, "json_object"))
+    first = await provider.complete(asked, route)
+    usage = Usage(first.usage.prompt_tokens, first.usage.completion_tokens)
+    choices = []
+    for choice in first.choices:
+        if choice.tool_calls:  # a tool call is a valid answer when tools were offered
+            choices.append(choice)
+            continue
+        text, problem = check(choice.content, fmt)
+        if problem is not None:
+            repaired = await provider.complete(_repair(asked, choice.content, problem), route)
+            usage.prompt_tokens += repaired.usage.prompt_tokens
+            usage.completion_tokens += repaired.usage.completion_tokens
+            answer = repaired.choices[0] if repaired.choices else choice
+            text, problem = check(answer.content, fmt)
+            if problem is not None:
+                raise HanseError(
+                    SCHEMA_NOT_MET,
+                    f"The model's answer did not match the response_format, even after a "
+                    f"repair: {problem}",
+                    details={"route": route.id, "problem": problem},
+                )
+            choice = dataclasses.replace(answer, index=choice.index)
+        choices.append(dataclasses.replace(choice, content=text))
+    return Completion(choices, usage, first.system_fingerprint)
+
+
+async def stream(
+    provider: Provider, model: ModelConfig, request: InferenceRequest, route: RouteConfig
+) -> AsyncGenerator[StreamEvent, None]:
+    """The validated answer as stream events: it can only be sent once it has been checked."""
+    completion = await complete(provider, model, request, route)
+    for choice in completion.choices:
+        calls = [
+            ToolCallDelta(index=i, id=c.id, name=c.name, arguments=c.arguments)
+            for i, c in enumerate(choice.tool_calls)
+        ]
+        yield ChoiceDelta(
+            index=choice.index,
+            content=choice.content,
+            tool_calls=calls or None,
+            logprobs=choice.logprobs,
+            system_fingerprint=completion.system_fingerprint,
+        )
+        yield ChoiceDelta(index=choice.index, finish_reason=choice.finish_reason)
+    yield completion.usage
+
+
+def check(content: str | None, fmt: ResponseFormat) -> tuple[str | None, str | None]:
+    """The answer's JSON text (code fences removed) and what is wrong with it (None: valid)."""
+    if content is None:
+        return None, "the answer is empty"
+    text = content.strip()
+    fenced = _FENCE.match(text)
+    if fenced:
+        text = fenced.group(1).strip()
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        return content, f"the answer is not valid JSON ({exc})"
+    if fmt.type == "json_object" or fmt.schema is None:
+        return text, None if isinstance(value, dict) else "the answer is not a JSON object"
+    validator = validator_for(fmt.schema)(fmt.schema)
+    error = best_match(validator.iter_errors(value))
+    if error is None:
+        return text, None
+    # jsonschema quotes the offending value, which may be most of the answer.
+    return text, f"at `{error.json_path}`: {error.message}"[:_PROBLEM_CHARS]
+
+
+def instructions(fmt: ResponseFormat) -> str:
+    """What the system prompt gains on a fallback route."""
+    if fmt.type == "json_object" or fmt.schema is None:
+        return "Answer with one JSON object only: no prose, no code fences."
+    schema = json.dumps(fmt.schema, ensure_ascii=False)
+    return (
+        "Answer with one JSON value only: no prose, no code fences. "
+        f"It must validate against this JSON Schema:\n{schema}"
+    )
+
+
+def _prompted(
+    request: InferenceRequest, fmt: ResponseFormat, *, json_mode: bool
+) -> InferenceRequest:
+    messages = [dict(m) for m in request.messages]
+    text = instructions(fmt)
+    head = messages[0] if messages else {}
+    if head.get("role") in ("system", "developer") and isinstance(head.get("content"), str):
+        head["content"] = f"{head['content']}\n\n{text}"
+    else:
+        messages.insert(0, {"role": "system", "content": text})
+    return dataclasses.replace(
+        request,
+        messages=messages,
+        # A route with a JSON mode but no schema support still gets its JSON mode.
+        response_format=ResponseFormat("json_object") if json_mode else None,
+        stream=False,
+        include_usage=False,
+    )
+
+
+def _repair(asked: InferenceRequest, answer: str | None, problem: str) -> InferenceRequest:
+    messages: list[dict[str, Any]] = [
+        *asked.messages,
+        {"role": "assistant", "content": answer or ""},
+        {
+            "role": "user",
+            "content": f"Your answer does not have the required format: {problem}. "
+            "Reply again with only the corrected JSON.",
+        },
+    ]
+    return dataclasses.replace(asked, messages=messages, n=1)
