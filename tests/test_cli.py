@@ -107,7 +107,10 @@ def test_server_log_never_holds_a_key(gateway: GatewayProcess) -> None:
     assert httpx.get(f"{base}/v1/models", headers=good).status_code == 200
     assert httpx.get(f"{base}/v1/models/{MODEL}", headers={"x-api-key": key}).status_code == 200
     chat = {"model": MODEL, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2}
-    assert httpx.post(f"{base}/v1/chat/completions", headers=good, json=chat).status_code == 200
+    assert (
+        httpx.post(f"{base}/v1/chat/completions", headers=good, json=chat, timeout=60).status_code
+        == 200
+    )
     invalid = {**chat, "temperature": 9}
     assert httpx.post(f"{base}/v1/chat/completions", headers=good, json=invalid).status_code == 400
     refused = httpx.post(

@@ -28,7 +28,7 @@ class Gateway:
         self.settings = settings
         self.catalog = catalog
         self.engine = make_engine(settings.effective_database_url)
-        self.keys = KeyStore(self.engine, settings.key_prefix)
+        self.keys = KeyStore(self.engine, settings.key_prefix, settings.key_cache_ttl_s)
         self.accounts = AccountStore(self.engine)
         self.ledger = LedgerStore(self.engine)
         self.billing = Billing(self.ledger, self.accounts, settings.reservation_ttl_s)

@@ -22,6 +22,8 @@ class Settings(BaseSettings):
     log_level: str = "info"
     public_url: str = "http://127.0.0.1:8080"
     reservation_ttl_s: float = 900.0
+    # How long a process may trust a key it checked (0: look every key up on every request).
+    key_cache_ttl_s: float = Field(default=1.0, ge=0, le=1.0)
     sweep_interval_s: float = 30.0
     # scrypt cost for new vaults and rotations (a power of two; each account records its own).
     vault_scrypt_n: int = 2**15

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -12,6 +13,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from hanse.auth import Principal, generate_key, hash_key, key_hint
 from hanse.storage.accounts import ensure_account
 from hanse.storage.tables import accounts, api_keys
+
+_CACHE_LIMIT = 100_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,9 +32,13 @@ class KeyRecord:
 class KeyStore:
     """Creates, finds, lists and revokes keys."""
 
-    def __init__(self, engine: AsyncEngine, prefix: str) -> None:
+    def __init__(self, engine: AsyncEngine, prefix: str, cache_ttl_s: float = 0.0) -> None:
         self._engine = engine
         self._prefix = prefix
+        # Live keys seen in the last `cache_ttl_s`: a revocation by another process is honoured
+        # within that bound, one by this process at once. Unknown keys are never cached.
+        self._cache_ttl_s = cache_ttl_s
+        self._cache: dict[str, tuple[Principal, float]] = {}
 
     async def create(self, account: str, scopes: list[str]) -> tuple[str, str]:
         """A new key for `account` (created if missing): returns (key id, secret key)."""
@@ -54,6 +61,20 @@ class KeyStore:
 
     async def authenticate(self, key: str) -> Principal | None:
         """The principal for a live key, or None for an unknown or revoked one."""
+        digest = hash_key(key)
+        cached = self._cache.get(digest)
+        if cached is not None and cached[1] > time.monotonic():
+            return cached[0]
+        principal = await self._lookup(digest)
+        if principal is not None and self._cache_ttl_s > 0:
+            if len(self._cache) >= _CACHE_LIMIT:
+                self._cache.clear()
+            self._cache[digest] = (principal, time.monotonic() + self._cache_ttl_s)
+        else:
+            self._cache.pop(digest, None)
+        return principal
+
+    async def _lookup(self, digest: str) -> Principal | None:
         query = (
             select(
                 api_keys.c.id,
@@ -63,7 +84,7 @@ class KeyStore:
                 accounts.c.plan,
             )
             .join(accounts, accounts.c.id == api_keys.c.account_id)
-            .where(api_keys.c.key_hash == hash_key(key), api_keys.c.revoked_at.is_(None))
+            .where(api_keys.c.key_hash == digest, api_keys.c.revoked_at.is_(None))
         )
         async with self._engine.connect() as conn:
             row = (await conn.execute(query)).first()
@@ -86,6 +107,7 @@ class KeyStore:
         )
         async with self._engine.begin() as conn:
             result = await conn.execute(statement)
+        self._cache = {h: e for h, e in self._cache.items() if e[0].key_id != key_id}
         return bool(result.rowcount)
 
     async def list(self) -> list[KeyRecord]:

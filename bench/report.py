@@ -1,0 +1,110 @@
+"""Turns bench/results/latest.json into the table of docs/benchmarks.md and its latency plot."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
+GATEWAYS = ("hanse-1w", "hanse-2w", "hanse-pg", "litellm")
+
+
+def _added(results: dict[str, Any], name: str, connections: int, key: str) -> float:
+    runs, floor = results[name]["runs"], results["floor"]["runs"]
+    return float(runs[str(connections)][key]) - float(floor[str(connections)][key])
+
+
+def table(results: dict[str, Any]) -> str:
+    """The markdown table: added latency, throughput, streaming and memory per system."""
+    rows = [
+        "| system | added p50 / p99 at c=1 (ms) | at c=16 | at c=64 | req/s at c=16 | "
+        "max req/s, p99 < 10 ms | p99 < 50 ms | added TTFT p50 (ms) | added chunk gap p99 (ms) | "
+        "chunks (of 64) | RSS idle / load (MB) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    floor = results["floor"]
+    rows.append(
+        f"| floor (mock alone) | {_pair(floor, 1)} | {_pair(floor, 16)} | {_pair(floor, 64)} | "
+        f"{floor['runs']['16']['rps']:.0f} | {floor['frontier_p99_10ms_rps']:.0f} | "
+        f"{floor['frontier_p99_50ms_rps']:.0f} | {floor['stream']['ttft_p50_ms']:.1f} | "
+        f"{floor['stream']['gap_p99_ms']:.1f} | {floor['stream']['chunks_min']} | - |"
+    )
+    for name in GATEWAYS:
+        if name not in results:
+            continue
+        r = results[name]
+        cells = [
+            "/".join(f"{_added(results, name, c, k):.2f}" for k in ("p50_ms", "p99_ms"))
+            for c in (1, 16, 64)
+        ]
+        stream, floor_stream = r["stream"], floor["stream"]
+        rows.append(
+            f"| {name} | {cells[0]} | {cells[1]} | {cells[2]} | {r['runs']['16']['rps']:.0f} | "
+            f"{r['frontier_p99_10ms_rps']:.0f} | {r['frontier_p99_50ms_rps']:.0f} | "
+            f"{stream['ttft_p50_ms'] - floor_stream['ttft_p50_ms']:.2f} | "
+            f"{stream['gap_p99_ms'] - floor_stream['gap_p99_ms']:.2f} | "
+            f"{stream['chunks_min']}-{stream['chunks_max']} | "
+            f"{r['rss_idle_mb']:.0f} / {r.get('rss_load_mb', float('nan')):.0f} |"
+        )
+    embedded = results.get("embedded")
+    if embedded:
+        concurrent = embedded["hanse"]["concurrent_8"]
+        rows.append("")
+        rows.append(
+            f"Embedded model (SmolLM2-135M, 2 threads, greedy, {embedded['direct']['tokens']} tokens): "
+            f"llama-cpp-python alone {embedded['direct']['tokens_per_s']:.1f} tokens/s, through Hanse "
+            f"{embedded['hanse']['tokens_per_s']:.1f} tokens/s (ratio {embedded['ratio']:.3f}); "
+            f"8 concurrent clients: {concurrent['answered']} answered, completion order "
+            f"{concurrent['completion_order']}, latency p50 {concurrent['latency_p50_s']:.2f} s, "
+            f"max {concurrent['latency_max_s']:.2f} s."
+        )
+    soak = results.get("hanse-1w", {}).get("soak")
+    if soak:
+        rows.append("")
+        rows.append(
+            f"Soak (hanse-1w, 16 connections): {soak['requests']} requests, RSS after "
+            f"{soak['rss_after_mb']:.0f} MB, growth {soak['growth_mb_per_10k']:+.2f} MB per 10,000 requests."
+        )
+    return "\n".join(rows)
+
+
+def _pair(result: dict[str, Any], connections: int) -> str:
+    run = result["runs"][str(connections)]
+    return f"{run['p50_ms']:.2f}/{run['p99_ms']:.2f}"
+
+
+def plot(results: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(7, 4))
+    concurrency = (1, 16, 64)
+    for name in GATEWAYS:
+        if name in results:
+            added = [max(_added(results, name, c, "p50_ms"), 0.01) for c in concurrency]
+            axis.plot(concurrency, added, marker="o", label=name)
+    axis.set_xscale("log", base=2)
+    axis.set_yscale("log")
+    axis.set_xlabel("concurrent connections")
+    axis.set_ylabel("added p50 latency over the floor (ms)")
+    axis.set_title("Gateway overhead, same mock, same run")
+    axis.grid(True, which="both", alpha=0.3)
+    axis.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+
+
+def write_report(results: dict[str, Any], docs: Path) -> None:
+    """Replace the generated part of docs/benchmarks.md and redraw the plot."""
+    page = docs / "benchmarks.md"
+    text = page.read_text() if page.exists() else f"# Benchmarks\n\n{BEGIN}\n{END}\n"
+    generated = (
+        f"{BEGIN}\nRun {results['started']} on {results['machine']}.\n\n{table(results)}\n\n"
+        f"![added latency](benchmarks-latency.png)\n{END}"
+    )
+    head, _, rest = text.partition(BEGIN)
+    _, _, tail = rest.partition(END)
+    page.write_text(head + generated + tail)
+    plot(results, docs / "benchmarks-latency.png")
