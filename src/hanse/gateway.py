@@ -11,7 +11,7 @@ from hanse.providers.registry import build_providers
 from hanse.routing import Router
 from hanse.settings import Settings
 from hanse.storage.accounts import AccountStore
-from hanse.storage.database import create_schema, make_engine
+from hanse.storage.database import Database
 from hanse.storage.keys import KeyStore
 from hanse.storage.ledger import LedgerStore
 from hanse.storage.vault import VaultStore
@@ -27,12 +27,12 @@ class Gateway:
     def __init__(self, settings: Settings, catalog: Catalog) -> None:
         self.settings = settings
         self.catalog = catalog
-        self.engine = make_engine(settings.effective_database_url)
-        self.keys = KeyStore(self.engine, settings.key_prefix, settings.key_cache_ttl_s)
-        self.accounts = AccountStore(self.engine)
-        self.ledger = LedgerStore(self.engine)
+        self.database = Database(settings.effective_database_url)
+        self.keys = KeyStore(self.database, settings.key_prefix, settings.key_cache_ttl_s)
+        self.accounts = AccountStore(self.database)
+        self.ledger = LedgerStore(self.database)
         self.billing = Billing(self.ledger, self.accounts, settings.reservation_ttl_s)
-        self.vault = Vault(VaultStore(self.engine), settings.vault_scrypt_n)
+        self.vault = Vault(VaultStore(self.database), settings.vault_scrypt_n)
         self._sweeper: asyncio.Task[None] | None = None
         self.providers = build_providers(catalog)
         self.router = Router(catalog, self.providers)
@@ -48,7 +48,7 @@ class Gateway:
                     "route: its environment_impact reports 0 kWh there",
                     model.id,
                 )
-        await create_schema(self.engine)
+        await self.database.create_schema()
         await asyncio.gather(*(provider.start() for provider in self.providers.values()))
         self._sweeper = asyncio.create_task(
             self.billing.run_sweeper(self.settings.sweep_interval_s)
@@ -58,4 +58,4 @@ class Gateway:
         if self._sweeper is not None:
             self._sweeper.cancel()
         await asyncio.gather(*(provider.close() for provider in self.providers.values()))
-        await self.engine.dispose()
+        await self.database.dispose()

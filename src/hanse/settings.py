@@ -42,4 +42,4 @@ class Settings(BaseSettings):
         """The configured database, or a SQLite file under the data directory."""
         if self.database_url:
             return self.database_url
-        return f"sqlite+aiosqlite:///{self.data_dir / 'hanse.db'}"
+        return f"sqlite:///{self.data_dir / 'hanse.db'}"

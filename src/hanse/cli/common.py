@@ -8,24 +8,22 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from sqlalchemy.ext.asyncio import AsyncEngine
-
 from hanse.settings import Settings
-from hanse.storage.database import create_schema, make_engine
+from hanse.storage.database import Database
 
 T = TypeVar("T")
 
 
-def with_engine(settings: Settings, action: Callable[[AsyncEngine], Awaitable[T]]) -> T:
+def with_engine(settings: Settings, action: Callable[[Database], Awaitable[T]]) -> T:
     """Open the database of `settings`, run `action`, close it."""
 
     async def run() -> T:
-        engine = make_engine(settings.effective_database_url)
+        database = Database(settings.effective_database_url)
         try:
-            await create_schema(engine)
-            return await action(engine)
+            await database.create_schema()
+            return await action(database)
         finally:
-            await engine.dispose()
+            await database.dispose()
 
     return asyncio.run(run())
 

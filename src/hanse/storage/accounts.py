@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from sqlalchemy import Row, insert, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from hanse.storage.database import Connection, Database
 from hanse.storage.tables import accounts
 
 Plan = Literal["energy_then_credits", "energy_only", "credits_only"]
@@ -29,7 +29,7 @@ class Account:
 class AccountStore:
     """Creates accounts, tops them up, reads them."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: Database) -> None:
         self._engine = engine
 
     async def create(self, name: str, plan: Plan = DEFAULT_PLAN) -> tuple[Account, bool]:
@@ -76,7 +76,7 @@ class AccountStore:
             return await _by_name(conn, name) if result.rowcount else None
 
 
-async def ensure_account(conn: AsyncConnection, name: str) -> int:
+async def ensure_account(conn: Connection, name: str) -> int:
     """The id of account `name`, created with the default plan if missing (for `keys create`)."""
     found = await _by_name(conn, name)
     if found is not None:
@@ -89,7 +89,7 @@ async def ensure_account(conn: AsyncConnection, name: str) -> int:
     return int(result.scalar_one())
 
 
-async def _by_name(conn: AsyncConnection, name: str) -> Account | None:
+async def _by_name(conn: Connection, name: str) -> Account | None:
     row = (await conn.execute(select(accounts).where(accounts.c.name == name))).first()
     return _account(row) if row is not None else None
 

@@ -8,10 +8,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from sqlalchemy import insert, select, update
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from hanse.auth import Principal, generate_key, hash_key, key_hint
 from hanse.storage.accounts import ensure_account
+from hanse.storage.database import Database
 from hanse.storage.tables import accounts, api_keys
 
 _CACHE_LIMIT = 100_000
@@ -32,7 +32,7 @@ class KeyRecord:
 class KeyStore:
     """Creates, finds, lists and revokes keys."""
 
-    def __init__(self, engine: AsyncEngine, prefix: str, cache_ttl_s: float = 0.0) -> None:
+    def __init__(self, engine: Database, prefix: str, cache_ttl_s: float = 0.0) -> None:
         self._engine = engine
         self._prefix = prefix
         # Live keys seen in the last `cache_ttl_s`: a revocation by another process is honoured

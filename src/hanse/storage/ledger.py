@@ -13,8 +13,8 @@ from datetime import datetime
 from typing import Any, Literal
 
 from sqlalchemy import Row, delete, func, insert, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from hanse.storage.database import Connection, Database
 from hanse.storage.tables import accounts, ledger, reservations
 
 Balance = Literal["energy", "credits"]
@@ -65,7 +65,7 @@ class UsageRow:
 
 
 class LedgerStore:
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: Database) -> None:
         self._engine = engine
 
     async def reserve(
@@ -213,7 +213,7 @@ class LedgerStore:
         ]
 
 
-async def _credit(conn: AsyncConnection, account_id: int, balance: Balance, amount: int) -> None:
+async def _credit(conn: Connection, account_id: int, balance: Balance, amount: int) -> None:
     column = _COLUMNS[balance]
     await conn.execute(
         update(accounts).where(accounts.c.id == account_id).values({column: column + amount})

@@ -14,8 +14,8 @@ from typing import Any
 
 from sqlalchemy import Row, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from hanse.storage.database import Connection, Database
 from hanse.storage.tables import vault_items, vaults
 from hanse.vault.sealing import KdfParams
 
@@ -38,7 +38,7 @@ class ItemRecord:
 
 
 class VaultStore:
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: Database) -> None:
         self._engine = engine
 
     async def get(self, account_id: int) -> VaultRecord | None:
@@ -169,13 +169,13 @@ class VaultStore:
             return len(rows)
 
 
-async def _locked_generation(conn: AsyncConnection, account_id: int) -> int | None:
+async def _locked_generation(conn: Connection, account_id: int) -> int | None:
     query = select(vaults.c.generation).where(vaults.c.account_id == account_id).with_for_update()
     value = (await conn.execute(query)).scalar_one_or_none()
     return None if value is None else int(value)
 
 
-async def _vault(conn: AsyncConnection, account_id: int) -> VaultRecord | None:
+async def _vault(conn: Connection, account_id: int) -> VaultRecord | None:
     row = (await conn.execute(select(vaults).where(vaults.c.account_id == account_id))).first()
     if row is None:
         return None
