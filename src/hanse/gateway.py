@@ -7,6 +7,8 @@ import logging
 
 from hanse.billing import Billing
 from hanse.config.schema import Catalog
+from hanse.metering import Metering
+from hanse.metrics import Metrics
 from hanse.providers.registry import build_providers
 from hanse.routing import Router
 from hanse.settings import Settings
@@ -36,6 +38,8 @@ class Gateway:
         self._sweeper: asyncio.Task[None] | None = None
         self.providers = build_providers(catalog)
         self.router = Router(catalog, self.providers)
+        self.metrics = Metrics()
+        self.metering = Metering(self.billing, catalog, self.metrics)
         self.images = ImageInputs(catalog.limits, catalog.images)
 
     async def start(self) -> None:

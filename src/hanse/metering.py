@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import anyio
@@ -20,17 +21,26 @@ from hanse.billing import Billing, Charge, worst_case_pico
 from hanse.config.schema import Catalog, ModelConfig, RouteConfig
 from hanse.domain import InferenceRequest, Usage
 from hanse.impact import Impact, estimate_impact
+from hanse.metrics import Metrics
 from hanse.storage.ledger import Reservation
+
+
+@dataclass(frozen=True, slots=True)
+class Metering:
+    """What every meter needs: the billing, the catalog's impact figures and the counters."""
+
+    billing: Billing
+    catalog: Catalog
+    metrics: Metrics
 
 
 class Meter:
     """One request's reservation, closed once with what the request really used."""
 
-    def __init__(
-        self, billing: Billing, catalog: Catalog, model: ModelConfig, reservation: Reservation
-    ) -> None:
-        self._billing = billing
-        self._catalog = catalog
+    def __init__(self, metering: Metering, model: ModelConfig, reservation: Reservation) -> None:
+        self._metering = metering
+        self._billing = metering.billing
+        self._catalog = metering.catalog
         self._model = model
         self._reservation = reservation
         self._started = time.perf_counter()
@@ -39,8 +49,7 @@ class Meter:
     @classmethod
     async def open(
         cls,
-        billing: Billing,
-        catalog: Catalog,
+        metering: Metering,
         principal: Principal,
         model: ModelConfig,
         request: InferenceRequest,
@@ -58,8 +67,8 @@ class Meter:
             input_tokens += structured.extra_input_tokens(request, input_tokens, per_choice)
             output_tokens *= 2
         amount = worst_case_pico(routes, input_tokens, output_tokens)
-        reservation = await billing.reserve(principal, amount, request_id, model.id)
-        return cls(billing, catalog, model, reservation)
+        reservation = await metering.billing.reserve(principal, amount, request_id, model.id)
+        return cls(metering, model, reservation)
 
     async def close(
         self, status: str, route: RouteConfig | None, usage: Usage
@@ -81,6 +90,8 @@ class Meter:
             charge = await self._billing.settle(
                 self._reservation, status=status, route=route, usage=usage, impact=impact
             )
+        if route is not None:
+            self._metering.metrics.answered(self._model.id, route.id, usage, impact)
         return impact, charge
 
     async def fail(self, status: str = "failed") -> None:

@@ -1,15 +1,16 @@
 """Prometheus metrics: requests, latency and overhead, tokens, energy and carbon, circuit states.
 
-One registry per process (a scrape of one worker shows that worker); `/metrics` renders it.
+One registry per process (a scrape reaches one worker and shows that worker); `/metrics` renders it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
-from prometheus_client.registry import Collector
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from hanse.domain import Usage
+from hanse.impact import Impact
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 _OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1)
@@ -18,7 +19,7 @@ _OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
 class Metrics:
     """The gateway's counters and histograms."""
 
-    def __init__(self, circuit_states: Callable[[], Iterable[tuple[str, float]]]) -> None:
+    def __init__(self) -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "hanse_requests",
@@ -55,24 +56,23 @@ class Metrics:
             ["model", "route"],
             registry=self.registry,
         )
-        self.registry.register(_CircuitCollector(circuit_states))
-
-    def render(self) -> bytes:
-        return generate_latest(self.registry)
-
-
-class _CircuitCollector(Collector):
-    """Circuit-breaker states read at scrape time: 0 closed, 0.5 half-open, 1 open."""
-
-    def __init__(self, states: Callable[[], Iterable[tuple[str, float]]]) -> None:
-        self._states = states
-
-    def collect(self) -> Iterable[GaugeMetricFamily]:
-        family = GaugeMetricFamily(
+        self.circuits = Gauge(
             "hanse_circuit_state",
             "Circuit breaker per route: 0 closed, 0.5 half-open, 1 open",
-            labels=["route"],
+            ["route"],
+            registry=self.registry,
         )
-        for route, state in self._states():
-            family.add_metric([route], state)
-        yield family
+
+    def answered(self, model: str, route: str, usage: Usage, impact: Impact | None) -> None:
+        """Count what one answer used."""
+        self.tokens.labels(model, route, "prompt").inc(usage.prompt_tokens)
+        self.tokens.labels(model, route, "completion").inc(usage.completion_tokens)
+        if impact is not None:
+            self.energy.labels(model, route).inc(impact.energy_kwh)
+            self.carbon.labels(model, route).inc(impact.carbon_g_co2)
+
+    def render(self, circuit_states: Iterable[tuple[str, float]]) -> bytes:
+        """The exposition text, with the circuit states as they are now."""
+        for route, state in circuit_states:
+            self.circuits.labels(route).set(state)
+        return generate_latest(self.registry)

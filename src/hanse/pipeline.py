@@ -45,6 +45,7 @@ class Trace:
     model: str | None = None
     route: str | None = None
     attempts: int = 0
+    provider_s: float = 0.0  # spent waiting on providers (until the first event, for a stream)
 
 
 @dataclass(slots=True)
@@ -99,8 +100,7 @@ async def chat_completions(
     )
 
     meter = await Meter.open(
-        gateway.billing,
-        gateway.catalog,
+        gateway.metering,
         principal,
         resolved.model,
         request,
@@ -112,12 +112,13 @@ async def chat_completions(
     response_id = "chatcmpl-" + secrets.token_urlsafe(18)
     created = int(time.time())
     if request.stream:
+        waited = time.perf_counter()
         try:
             first, events, served = await gateway.router.stream(plan, request)
         except BaseException:
             await meter.fail()
             raise
-        _record(trace, served)
+        _record(trace, served, waited)
         first, events = composed.output.stream(first, events, input_tokens)
         writer = ChunkWriter(
             id=response_id, created=created, model=model, include_usage=request.include_usage
@@ -127,12 +128,13 @@ async def chat_completions(
         )
         return ChatAnswer(stream=stream, headers=_headers(served))
 
+    waited = time.perf_counter()
     try:
         completion, served = await gateway.router.complete(plan, request)
     except BaseException:
         await meter.fail()
         raise
-    _record(trace, served)
+    _record(trace, served, waited)
     completion, status = composed.output.complete(completion)
     impact, charge = await meter.close(status, served.route, completion.usage)
     body_out = completion_body(completion, id=response_id, created=created, model=model)
@@ -173,8 +175,9 @@ async def _answer_directly(
     return ChatAnswer(body=body, headers=headers)
 
 
-def _record(trace: Trace, served: Served) -> None:
+def _record(trace: Trace, served: Served, waited_since: float) -> None:
     trace.route, trace.attempts = served.route.id, served.attempts
+    trace.provider_s = time.perf_counter() - waited_since
 
 
 def _headers(served: Served) -> dict[str, str]:

@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -79,6 +80,15 @@ def endpoint(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
             log.exception("unexpected failure", extra={"request_id": trace.request_id})
             response = error_response(HanseError(INTERNAL), trace.request_id)
         response.headers["X-Request-ID"] = trace.request_id
+        elapsed_s = time.perf_counter() - trace.started
+        overhead_s = elapsed_s - trace.provider_s
+        response.headers["X-Hanse-Overhead-Ms"] = f"{overhead_s * 1000:.3f}"
+        path = request.url.path
+        gateway.metrics.requests.labels(
+            path, trace.model or "", trace.route or "", str(response.status_code)
+        ).inc()
+        gateway.metrics.latency.labels(path).observe(elapsed_s)
+        gateway.metrics.overhead.labels(path).observe(overhead_s)
         log.info(
             "request",
             extra={
@@ -91,7 +101,8 @@ def endpoint(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
                 "model": trace.model,
                 "route": trace.route,
                 "attempts": trace.attempts,
-                "latency_ms": round((time.perf_counter() - trace.started) * 1000, 2),
+                "latency_ms": round(elapsed_s * 1000, 2),
+                "overhead_ms": round(overhead_s * 1000, 3),
             },
         )
         return response
@@ -153,6 +164,12 @@ async def usage(request: Request, gateway: Gateway, trace: Trace) -> Response:
     return JSONResponse(report)
 
 
+async def metrics(request: Request, gateway: Gateway, trace: Trace) -> Response:
+    """Prometheus exposition of this process's counters."""
+    body = gateway.metrics.render(await gateway.router.circuit_states())
+    return Response(body, media_type=CONTENT_TYPE_LATEST)
+
+
 async def health(request: Request, gateway: Gateway, trace: Trace) -> Response:
     return JSONResponse({"status": "ok"})
 
@@ -198,6 +215,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             Route("/v1/models", endpoint(list_models), methods=["GET"]),
             Route("/v1/models/{model_id:path}", endpoint(get_model), methods=["GET"]),
             Route("/health", endpoint(health), methods=["GET"]),
+            Route("/metrics", endpoint(metrics), methods=["GET"]),
             Route("/openapi.json", endpoint(openapi), methods=["GET"]),
             Route("/admin/keys", endpoint(_json(admin.create_key, 201)), methods=["POST"]),
             Route("/admin/keys", endpoint(_json(admin.list_keys)), methods=["GET"]),

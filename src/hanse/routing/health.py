@@ -19,6 +19,7 @@ from typing import Literal, Protocol
 from hanse.config.schema import RoutingConfig
 
 State = Literal["closed", "open", "half_open"]
+STATE_VALUES: dict[State, float] = {"closed": 0.0, "half_open": 0.5, "open": 1.0}
 # A Retry-After beyond this is taken as this: one bad header must not disable a route for days.
 MAX_HOLD_S = 3600.0
 
@@ -37,6 +38,9 @@ class Health(Protocol):
 
     async def rate_limited(self, key: str, retry_after_s: float) -> None:
         """The route answered 429: skip it for `retry_after_s`."""
+
+    async def states(self) -> list[tuple[str, float]]:
+        """Each known route's breaker: 0 closed, 0.5 half-open, 1 open (for /metrics)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,3 +139,6 @@ class InMemoryHealth:
 
     async def rate_limited(self, key: str, retry_after_s: float) -> None:
         self.breaker(key).hold(self._clock() + min(retry_after_s, MAX_HOLD_S))
+
+    async def states(self) -> list[tuple[str, float]]:
+        return [(key, STATE_VALUES[breaker.state]) for key, breaker in self._breakers.items()]

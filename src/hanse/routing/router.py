@@ -79,6 +79,10 @@ class Router:
         self._health = health or InMemoryHealth(BreakerSettings.from_config(catalog.routing))
         self._speed = SpeedBook(catalog.routing.speed_smoothing)
 
+    async def circuit_states(self) -> list[tuple[str, float]]:
+        """Every known route's breaker state (for /metrics)."""
+        return await self._health.states()
+
     def provider(self, route: RouteConfig) -> Provider:
         return self._providers[route.provider]
 
