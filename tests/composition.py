@@ -4,7 +4,6 @@ scripted upstream, schema checks that know Melious's two extra finish reasons, t
 from __future__ import annotations
 
 import copy
-import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -83,16 +82,10 @@ def _as_openai(body: dict[str, Any]) -> dict[str, Any]:
     return body
 
 
-def database(gateway: GatewayProcess) -> Path:
-    return gateway.workdir / "data" / "hanse.db"
-
-
 def ledger(gateway: GatewayProcess, request_id: str) -> dict[str, Any]:
-    with sqlite3.connect(database(gateway)) as conn:
-        conn.row_factory = sqlite3.Row
-        row = conn.execute("SELECT * FROM ledger WHERE request_id = ?", (request_id,)).fetchone()
-    assert row is not None, f"no ledger row for {request_id}"
-    return dict(row)
+    rows = gateway.sql("SELECT * FROM ledger WHERE request_id = :id", id=request_id)
+    assert rows, f"no ledger row for {request_id}"
+    return rows[0]
 
 
 def post_vault(

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from openai import AsyncOpenAI, OpenAI
 
-from tests.harness import GatewayProcess
+from tests.harness import GatewayProcess, clear_redis_test_keys, drop_postgres_databases
 
 
 @pytest.fixture(scope="module")
@@ -33,3 +33,11 @@ def aclient(gateway: GatewayProcess, api_key: str) -> AsyncOpenAI:
     return AsyncOpenAI(
         base_url=f"{gateway.base_url}/v1", api_key=api_key, max_retries=0, timeout=120
     )
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _clean_shared_state() -> Iterator[None]:
+    """PostgreSQL databases and Redis keys of the run go away at its end."""
+    yield
+    drop_postgres_databases()
+    clear_redis_test_keys()

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import secrets
 import socket
 import subprocess
 import sys
@@ -13,9 +15,20 @@ from typing import Any
 
 import httpx
 from jsonschema import Draft202012Validator
+from sqlalchemy import text
+
+from hanse.storage.database import Database
 
 ROOT = Path(__file__).resolve().parent.parent
 HANSE = str(Path(sys.executable).parent / "hanse")
+# CI's second lane: `HANSE_TEST_DATABASE=postgresql` gives every gateway a fresh PostgreSQL database
+# and `HANSE_TEST_REDIS=1` its own Redis prefix, unless a test chose its own.
+TEST_DATABASE = os.environ.get("HANSE_TEST_DATABASE", "sqlite")
+TEST_REDIS = os.environ.get("HANSE_TEST_REDIS", "") not in ("", "0")
+REDIS_URL = "redis://127.0.0.1:6379/0"
+REDIS_TEST_PREFIX = "hanse-test-"
+_OWN = ("HANSE_CONFIG", "HANSE_DATABASE_URL", "HANSE_REDIS_URL", "HANSE_REDIS_PREFIX")
+created_databases: list[str] = []
 _SCHEMAS = json.loads((Path(__file__).parent / "data" / "openai-chat-schemas.json").read_text())
 
 
@@ -32,10 +45,13 @@ class GatewayProcess:
         self.workdir = workdir
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
-        inherited = {
-            k: v for k, v in os.environ.items() if k not in ("HANSE_CONFIG", "HANSE_DATABASE_URL")
-        }
+        inherited = {k: v for k, v in os.environ.items() if k not in _OWN}
         self.env = {**inherited, "HANSE_DATA_DIR": str(workdir / "data"), **(env or {})}
+        if TEST_DATABASE == "postgresql" and "HANSE_DATABASE_URL" not in self.env:
+            self.env["HANSE_DATABASE_URL"] = create_postgres_database()
+        if TEST_REDIS and "HANSE_REDIS_URL" not in self.env:
+            self.env["HANSE_REDIS_URL"] = REDIS_URL
+            self.env["HANSE_REDIS_PREFIX"] = redis_prefix()
         self.config_path: Path | None = None
         if config is not None:
             self.config_path = workdir / "hanse.toml"
@@ -89,6 +105,36 @@ class GatewayProcess:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
+    @property
+    def database_url(self) -> str:
+        return (
+            self.env.get("HANSE_DATABASE_URL") or f"sqlite:///{self.workdir / 'data' / 'hanse.db'}"
+        )
+
+    def sql(self, statement: str, **params: Any) -> list[dict[str, Any]]:
+        """One SQL statement on this gateway's database, SQLite or PostgreSQL: its rows, if any."""
+
+        async def run() -> list[dict[str, Any]]:
+            database = Database(self.database_url)
+            try:
+                async with database.begin() as conn:
+                    result = await conn.execute(text(statement).bindparams(**params))
+                    return [dict(row._mapping) for row in result] if result.returns_rows else []
+            finally:
+                await database.dispose()
+
+        return asyncio.run(run())
+
+    def stored(self) -> list[tuple[str, bytes]]:
+        """Everything the database holds, to search for secrets: SQLite's files (the WAL too), or
+        every row of every PostgreSQL table."""
+        if self.database_url.startswith("sqlite"):
+            files = sorted((self.workdir / "data").glob("hanse.db*"))
+            return [(file.name, file.read_bytes()) for file in files]
+        query = "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
+        tables = [row["tablename"] for row in self.sql(query)]
+        return [(table, repr(self.sql(f'SELECT * FROM "{table}"')).encode()) for table in tables]
+
 
 def _validator(name: str) -> Draft202012Validator:
     return Draft202012Validator({**_SCHEMAS, "$ref": f"#/components/schemas/{name}"})
@@ -126,21 +172,49 @@ def sse_events(raw: str) -> list[Any]:
 
 def create_postgres_database(prefix: str = "hanse_test") -> str:
     """A fresh database on the local PostgreSQL server (127.0.0.1:5432, trust auth): its URL."""
-    import asyncio
-    import secrets
+    name = f"{prefix}_{secrets.token_hex(6)}"
+    asyncio.run(_postgres(f'CREATE DATABASE "{name}"'))
+    created_databases.append(name)
+    return f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
 
+
+def drop_postgres_database(url: str) -> None:
+    """Drop a database `create_postgres_database` made, cutting its connections."""
+    name = url.rsplit("/", 1)[-1]
+    asyncio.run(_postgres(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+def drop_postgres_databases() -> None:
+    """Drop the databases this test run created."""
+    while created_databases:
+        drop_postgres_database(created_databases.pop())
+
+
+async def _postgres(statement: str) -> None:
     import asyncpg
 
-    name = f"{prefix}_{secrets.token_hex(6)}"
+    conn = await asyncpg.connect(host="127.0.0.1", port=5432, user="postgres", database="postgres")
+    try:
+        await conn.execute(statement)
+    finally:
+        await conn.close()
 
-    async def create() -> None:
-        conn = await asyncpg.connect(
-            host="127.0.0.1", port=5432, user="postgres", database="postgres"
-        )
-        try:
-            await conn.execute(f'CREATE DATABASE "{name}"')
-        finally:
-            await conn.close()
 
-    asyncio.run(create())
-    return f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
+def redis_prefix() -> str:
+    """A Redis key prefix of its own, so gateways of different tests share nothing by accident."""
+    return f"{REDIS_TEST_PREFIX}{secrets.token_hex(4)}:"
+
+
+def clear_redis_test_keys() -> None:
+    """Delete every key test gateways left in Redis (most expire on their own anyway)."""
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1)
+    try:
+        keys = list(client.scan_iter(match=f"{REDIS_TEST_PREFIX}*", count=1000))
+        if keys:
+            client.delete(*keys)
+    except redis.RedisError:
+        pass  # no Redis here: nothing to clear
+    finally:
+        client.close()

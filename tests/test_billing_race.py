@@ -38,10 +38,13 @@ K = 5
 def gateway(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[GatewayProcess]:
+    workdir = Path(tmp_path_factory.mktemp(request.param))
     env = {"HANSE_ADMIN_TOKEN": ADMIN}
     if request.param == "postgresql":
         env["HANSE_DATABASE_URL"] = create_postgres_database()
-    process = GatewayProcess(Path(tmp_path_factory.mktemp(request.param)), CONFIG, env=env).start()
+    else:  # SQLite even in the PostgreSQL lane of CI: this test is about both engines
+        env["HANSE_DATABASE_URL"] = f"sqlite:///{workdir / 'data' / 'hanse.db'}"
+    process = GatewayProcess(workdir, CONFIG, env=env).start()
     yield process
     process.stop()
 
@@ -136,7 +139,7 @@ def test_crash_mid_stream_releases_the_hold_once(tmp_path: Path) -> None:
             first.kill()  # no settlement can run: the hold stays in the database
     finally:
         first.kill()
-    second = GatewayProcess(tmp_path, config, env=env)
+    second = GatewayProcess(tmp_path, config, env={**env, "HANSE_DATABASE_URL": first.database_url})
     second.start()
     try:
         deadline = time.monotonic() + 20

@@ -13,7 +13,11 @@ DOCS = Path(__file__).resolve().parent.parent / "docs"
 
 
 def test_configuration_examples_load(tmp_path: Path) -> None:
-    blocks = re.findall(r"```toml\n(.*?)```", (DOCS / "configuration.md").read_text(), re.S)
+    blocks = [
+        block
+        for page in ("configuration.md", "rate-limits.md")
+        for block in re.findall(r"```toml\n(.*?)```", (DOCS / page).read_text(), re.S)
+    ]
     assert blocks
     for index, block in enumerate(blocks):
         path = tmp_path / f"example-{index}.toml"

@@ -4,7 +4,6 @@ plaintext anywhere on disk."""
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,7 +13,7 @@ import openai
 import pytest
 from openai import OpenAI
 
-from tests.composition import UPSTREAM, database, post_vault, reset, sdk
+from tests.composition import UPSTREAM, post_vault, reset, sdk
 from tests.composition import start_gateway as start
 from tests.harness import GatewayProcess
 from tests.upstream import ScriptedUpstream
@@ -207,15 +206,18 @@ def test_moved_ciphertexts_do_not_open(gateway: GatewayProcess, key: str) -> Non
     mine = [_create(gateway, key, "blueprints", BLUEPRINT, VAULT_KEY) for _ in range(2)]
     theirs = _create(gateway, key_b, "blueprints", BLUEPRINT, OTHER_KEY)
     moved = _create(gateway, key, "blueprints", BLUEPRINT, VAULT_KEY)
-    with sqlite3.connect(database(gateway)) as conn:
-        sealed = dict(conn.execute("SELECT id, sealed FROM vault_items").fetchall())
-        # Swap two items of one account, and put the other account's ciphertext in a third.
-        swaps = {mine[0]: sealed[mine[1]], mine[1]: sealed[mine[0]], theirs: sealed[mine[0]]}
-        for item_id, blob in swaps.items():
-            conn.execute("UPDATE vault_items SET sealed = ? WHERE id = ?", (blob, item_id))
-        # And move a whole row to the other account.
-        account_b = conn.execute("SELECT id FROM accounts WHERE name = 'vault-b'").fetchone()[0]
-        conn.execute("UPDATE vault_items SET account_id = ? WHERE id = ?", (account_b, moved))
+    sealed = _sealed(gateway)
+    # Swap two items of one account, and put the other account's ciphertext in a third.
+    swaps = {mine[0]: sealed[mine[1]], mine[1]: sealed[mine[0]], theirs: sealed[mine[0]]}
+    for item_id, blob in swaps.items():
+        gateway.sql("UPDATE vault_items SET sealed = :blob WHERE id = :id", blob=blob, id=item_id)
+    # And move a whole row to the other account.
+    [account_b] = gateway.sql("SELECT id FROM accounts WHERE name = 'vault-b'")
+    gateway.sql(
+        "UPDATE vault_items SET account_id = :account WHERE id = :id",
+        account=account_b["id"],
+        id=moved,
+    )
     for api_key, vault_key, item_id in (
         (key, VAULT_KEY, mine[0]),
         (key, VAULT_KEY, mine[1]),
@@ -227,8 +229,7 @@ def test_moved_ciphertexts_do_not_open(gateway: GatewayProcess, key: str) -> Non
         with pytest.raises(openai.InternalServerError):
             _ask(sdk(gateway, api_key), vault_key, blueprint_id=item_id)
     for item_id in (*mine, theirs, moved):
-        with sqlite3.connect(database(gateway)) as conn:
-            conn.execute("DELETE FROM vault_items WHERE id = ?", (item_id,))
+        gateway.sql("DELETE FROM vault_items WHERE id = :id", id=item_id)
 
 
 def test_rotation_reseals_every_item(gateway: GatewayProcess, scripted: ScriptedUpstream) -> None:
@@ -265,14 +266,12 @@ def test_nothing_on_disk_or_in_logs_holds_plaintext_or_the_key(
     _create(gateway, key, "blueprints", BLUEPRINT, VAULT_KEY)
     _create(gateway, key, "skills", SKILL, VAULT_KEY)
     secrets = [MARKER.encode(), VAULT_KEY.encode(), b"support-bot", b"get_weather"]
-    files = [*(gateway.workdir / "data").iterdir(), gateway.log_path]
-    assert database(gateway) in files
-    for path in files:
-        content = path.read_bytes()
+    stored = [*gateway.stored(), (gateway.log_path.name, gateway.log_path.read_bytes())]
+    assert len(stored) > 1  # the database itself, not only the log
+    for name, content in stored:
         for secret in secrets:
-            assert secret not in content, (path.name, secret)
+            assert secret not in content, (name, secret)
 
 
 def _sealed(gateway: GatewayProcess) -> dict[str, bytes]:
-    with sqlite3.connect(database(gateway)) as conn:
-        return dict(conn.execute("SELECT id, sealed FROM vault_items").fetchall())
+    return {row["id"]: row["sealed"] for row in gateway.sql("SELECT id, sealed FROM vault_items")}

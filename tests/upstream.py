@@ -7,6 +7,7 @@ Several can run at once, each on its own port, one per provider.
     fail-500        500 with an OpenAI error body
     rate-limit      429 with Retry-After: 7 (`rate-limit-<s>`: Retry-After: <s>)
     slow-<ms>       waits <ms> milliseconds, then answers as `ok`
+    drip-<ms>       a stream whose chunks come <ms> milliseconds apart (a long answer: set `pieces`)
     reset           closes the connection (TCP reset) without answering
     hang            waits longer than any test's read timeout before answering
     malformed       200 with a body that is not JSON (or a stream whose chunk is not JSON)
@@ -211,6 +212,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200, b'{"id": "chatcmpl-x", "choices": [', "application/json")
         elif model == "stall-mid-stream" and not stream:
             self._stall_body(model)
+        elif model.startswith("drip-") and stream:
+            self._stream(model, body, gap_s=int(model.removeprefix("drip-")) / 1000)
         elif stream:
             self._stream(model, body)
         elif model.startswith("json-"):
@@ -240,7 +243,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.upstream.stopping.wait(HANG_S)
         self.close_connection = True
 
-    def _stream(self, model: str, body: dict[str, Any]) -> None:
+    def _stream(self, model: str, body: dict[str, Any], gap_s: float = 0.0) -> None:
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
         if model == "ends-without-done":
@@ -267,6 +270,9 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True  # closed mid-body: no terminating chunk, no [DONE]
             return
         for chunk in chunks:
+            if gap_s and self.upstream.stopping.wait(gap_s):
+                self.close_connection = True
+                return
             self._write_chunk(b"data: " + json.dumps(chunk).encode() + b"\n\n")
         self._write_chunk(b"data: [DONE]\n\n")
         self._end_chunked()

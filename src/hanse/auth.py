@@ -40,6 +40,9 @@ class Principal:
     account_name: str
     scopes: tuple[str, ...]
     plan: str = "energy_then_credits"
+    # The account's own rate limits (None: its plan's).
+    requests_per_minute: int | None = None
+    tokens_per_minute: int | None = None
 
 
 def generate_key(prefix: str) -> str:

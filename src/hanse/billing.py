@@ -69,6 +69,9 @@ class Billing:
         self._ledger = ledger
         self._accounts = accounts
         self._ttl = timedelta(seconds=reservation_ttl_s)
+        self._holding: set[str] = set()  # this process's holds not settled yet
+        self._none_held = asyncio.Event()
+        self._none_held.set()
 
     async def reserve(
         self, principal: Principal, amount_pico: int, request_id: str, model: str
@@ -88,6 +91,8 @@ class Billing:
         )
         if reservation is None:
             raise await self._insufficient(principal, balances, amount_pico)
+        self._holding.add(reservation.id)
+        self._none_held.clear()
         return reservation
 
     async def settle(
@@ -116,12 +121,27 @@ class Billing:
                 "cost above the reservation; charging the reservation",
                 extra={"cost_pico": cost, "reserved_pico": reservation.amount_pico},
             )
-        charged = await self._ledger.settle(reservation, entry, datetime.now(UTC))
+        try:
+            charged = await self._ledger.settle(reservation, entry, datetime.now(UTC))
+        finally:
+            self._holding.discard(reservation.id)
+            if not self._holding:
+                self._none_held.set()
         return Charge(charged, reservation.balance)
 
     async def release(self, reservation: Reservation, status: str) -> None:
         """Give the whole hold back (the request failed or was refused)."""
         await self.settle(reservation, status=status, route=None, usage=Usage(), impact=None)
+
+    async def settled(self, timeout_s: float) -> bool:
+        """Wait (up to `timeout_s`) until every hold this process took is settled; at shutdown,
+        so that requests cut by the drain timeout settle before the database closes."""
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self._none_held.wait()
+        except TimeoutError:
+            return False
+        return True
 
     async def sweep(self) -> int:
         """Release every hold past its expiry; returns how many."""

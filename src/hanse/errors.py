@@ -45,6 +45,9 @@ AUTH_ADMIN_REQUIRED = _entry("AUTH_1010", 401, _AUTH, "This operation needs the 
 AUTH_SCOPE = _entry("AUTH_1015", 403, _PERM, "The API key lacks the scope this endpoint needs.")
 VAULT_KEY_MISSING = _entry("AUTH_1030", 401, _AUTH, "This needs the vault key (`X-Vault-Key`).")
 VAULT_KEY_INVALID = _entry("AUTH_1031", 403, _PERM, "The vault key is invalid.")
+RATE_LIMITED = _entry(
+    "AUTH_1028", 429, _RATE, "The account's rate limit is reached; retry later.", retryable=True
+)
 
 # Billing.
 _QUOTA = "insufficient_quota"
@@ -112,6 +115,16 @@ BODY_TOO_LARGE = _entry("VALIDATION_4130", 413, _INVALID, "The request body is t
 INTERNAL = _entry("SYSTEM_9001", 500, _SERVER, "Unexpected failure inside the gateway.", True)
 VAULT_ITEM_DAMAGED = _entry(
     "SYSTEM_9002", 500, _SERVER, "A vault item failed its integrity check and cannot be opened."
+)
+RATE_LIMIT_UNAVAILABLE = _entry(
+    "SYSTEM_9003",
+    503,
+    _SERVER,
+    "Rate limits cannot be checked: the shared store (Redis) is unreachable.",
+    retryable=True,
+)
+NOT_READY = _entry(
+    "SYSTEM_9004", 503, _SERVER, "The gateway is not ready: a dependency is unreachable.", True
 )
 
 

@@ -22,23 +22,33 @@ from hanse.config.schema import Catalog, ModelConfig, RouteConfig
 from hanse.domain import InferenceRequest, Usage
 from hanse.impact import Impact, estimate_impact
 from hanse.metrics import Metrics
+from hanse.ratelimits import RateLimiter
 from hanse.storage.ledger import Reservation
 
 
 @dataclass(frozen=True, slots=True)
 class Metering:
-    """What every meter needs: the billing, the catalog's impact figures and the counters."""
+    """What every meter needs: the billing, the catalog's impact figures, the counters, and the
+    rate limits that count each answer's tokens."""
 
     billing: Billing
     catalog: Catalog
     metrics: Metrics
+    rate_limits: RateLimiter
 
 
 class Meter:
     """One request's reservation, closed once with what the request really used."""
 
-    def __init__(self, metering: Metering, model: ModelConfig, reservation: Reservation) -> None:
+    def __init__(
+        self,
+        metering: Metering,
+        principal: Principal,
+        model: ModelConfig,
+        reservation: Reservation,
+    ) -> None:
         self._metering = metering
+        self._principal = principal
         self._billing = metering.billing
         self._catalog = metering.catalog
         self._model = model
@@ -68,7 +78,7 @@ class Meter:
             output_tokens *= 2
         amount = worst_case_pico(routes, input_tokens, output_tokens)
         reservation = await metering.billing.reserve(principal, amount, request_id, model.id)
-        return cls(metering, model, reservation)
+        return cls(metering, principal, model, reservation)
 
     async def close(
         self, status: str, route: RouteConfig | None, usage: Usage
@@ -90,6 +100,7 @@ class Meter:
             charge = await self._billing.settle(
                 self._reservation, status=status, route=route, usage=usage, impact=impact
             )
+            await self._metering.rate_limits.spend(self._principal, usage.total_tokens)
         if route is not None:
             self._metering.metrics.answered(self._model.id, route.id, usage, impact)
         return impact, charge

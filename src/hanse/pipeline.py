@@ -1,7 +1,7 @@
 """THE flow of a chat completion, top to bottom. Each step lives in its own module.
 
-authenticate -> parse + validate (limits) -> blueprint (compose, input railguards; a block or an
-  override answers here, once the request is known valid) -> resolve model (flavor, preset)
+authenticate -> rate limits -> parse + validate (limits) -> blueprint (compose, input railguards;
+  a block or an override answers here, once the request is known valid) -> resolve model (flavor, preset)
   -> capability checks -> prepare content (fetch and re-encode images) -> context check
   -> route plan (filter, rank)
   -> reserve -> call the plan's routes (fail over; structured-output fallback where not native)
@@ -46,6 +46,8 @@ class Trace:
     route: str | None = None
     attempts: int = 0
     provider_s: float = 0.0  # spent waiting on providers (until the first event, for a stream)
+    account_id: int | None = None
+    headers: dict[str, str] = field(default_factory=dict)  # on every answer, errors too (limits)
 
 
 @dataclass(slots=True)
@@ -58,11 +60,14 @@ class ChatAnswer:
 
 
 async def authenticate(gateway: Gateway, headers: Mapping[str, str], trace: Trace) -> Principal:
-    """The caller behind the request's key (AUTH_1007 / AUTH_1008 otherwise)."""
+    """The caller behind the request's key (AUTH_1007 / AUTH_1008 otherwise), counted against
+    its account's rate limits (AUTH_1028 when over one)."""
     principal = await gateway.keys.authenticate(key_from_headers(headers))
     if principal is None:
         raise HanseError(AUTH_INVALID_KEY)
     trace.account, trace.key_id = principal.account_name, principal.key_id
+    trace.account_id = principal.account_id
+    trace.headers.update(await gateway.rate_limits.admit(principal))
     return principal
 
 

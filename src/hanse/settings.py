@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from platformdirs import user_data_dir
 from pydantic import Field, field_validator
@@ -29,12 +30,30 @@ class Settings(BaseSettings):
     vault_scrypt_n: int = 2**15
     # Where the gateway runs (ISO alpha-2): the location of answers no model produced.
     location: str = Field(default="DE", pattern=r"^[A-Z]{2}$")
+    # PostgreSQL connections each process may hold: the pool, and how many more under bursts.
+    database_pool_size: int = Field(default=10, ge=1)
+    database_max_overflow: int = Field(default=20, ge=0)
+    # Redis, for rate limits and route health shared by every process (unset: per process).
+    redis_url: str | None = None
+    redis_prefix: str = "hanse:"
+    redis_timeout_s: float = Field(default=0.5, gt=0, le=30)
+    # Redis unreachable: `open` falls back to per-process limits, `closed` refuses (SYSTEM_9003).
+    rate_limit_fallback: Literal["open", "closed"] = "open"
+    # On SIGTERM: how long in-flight requests and streams may finish before they are cut.
+    shutdown_timeout_s: int = Field(default=30, ge=0)
 
     @field_validator("vault_scrypt_n")
     @classmethod
     def _power_of_two(cls, value: int) -> int:
         if value < 2**10 or value & (value - 1):
             raise ValueError("HANSE_VAULT_SCRYPT_N must be a power of two, at least 1024")
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: str | None) -> str | None:
+        if value and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("HANSE_REDIS_URL must be a redis://, rediss:// or unix:// URL")
         return value
 
     @property

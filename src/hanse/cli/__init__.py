@@ -1,4 +1,4 @@
-"""The `hanse` command: serve the gateway, manage keys and accounts, read usage."""
+"""The `hanse` command: serve the gateway, manage keys and accounts, read usage, migrate."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Callable
 
-from hanse.cli import accounts, keys, serve
+from hanse.cli import accounts, db, keys, serve
 from hanse.cli.common import usage_of
 
 
@@ -17,6 +17,7 @@ def main(argv: list[str] | None = None) -> int:
     serve.register(commands)
     keys.register(commands)
     accounts.register(commands)
+    db.register(commands)
     args = parser.parse_args(argv)
     command: Callable[[argparse.Namespace], int] = args.command
     return command(args)

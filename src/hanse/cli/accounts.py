@@ -13,7 +13,7 @@ from hanse.cli.common import usage_of, with_engine
 from hanse.errors import HanseError
 from hanse.money import AMOUNT_PATTERN, format_eur, to_pico
 from hanse.settings import Settings
-from hanse.storage.accounts import PLANS, Account, AccountStore
+from hanse.storage.accounts import LIMITS, PLANS, Account, AccountStore
 from hanse.storage.ledger import LedgerStore
 from hanse.usage import EPOCH, parse_time, usage_report
 
@@ -35,7 +35,14 @@ def register(commands: Any) -> None:
     plan.add_argument("name")
     plan.add_argument("plan", choices=PLANS)
     plan.set_defaults(command=_plan)
-    show = sub.add_parser("show", help="an account's plan and balances")
+    limits = sub.add_parser("limits", help="set an account's own rate limits")
+    limits.add_argument("name")
+    for flag in ("--requests-per-minute", "--tokens-per-minute"):
+        limits.add_argument(
+            flag, type=_limit, default=argparse.SUPPRESS, help="a count (0: none), or `plan`"
+        )
+    limits.set_defaults(command=_limits)
+    show = sub.add_parser("show", help="an account's plan, balances and own rate limits")
     show.add_argument("name")
     show.set_defaults(command=_show)
 
@@ -74,6 +81,27 @@ def _plan(args: argparse.Namespace) -> int:
         Settings(), lambda engine: AccountStore(engine).set_plan(args.name, args.plan)
     )
     return _print_or_missing(account, args.name)
+
+
+def _limits(args: argparse.Namespace) -> int:
+    given = vars(args)
+    changes = {name: given[name] for name in LIMITS if name in given}
+    if not changes:
+        print("hanse: give --requests-per-minute and/or --tokens-per-minute", file=sys.stderr)
+        return 2
+    account = with_engine(
+        Settings(), lambda engine: AccountStore(engine).set_limits(args.name, changes)
+    )
+    return _print_or_missing(account, args.name)
+
+
+def _limit(text: str) -> int | None:
+    """A limit as typed: a count, or `plan` (None: the plan's limit)."""
+    if text == "plan":
+        return None
+    if not text.isdigit() or int(text) > 2**31 - 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is neither a count nor `plan`")
+    return int(text)
 
 
 def _show(args: argparse.Namespace) -> int:
@@ -134,3 +162,8 @@ def _print(account: Account) -> None:
     print(f"plan     {account.plan}")
     print(f"energy   {format_eur(account.energy_pico)}")
     print(f"credits  {format_eur(account.credits_pico)}")
+    for label, own in (
+        ("requests/min", account.requests_per_minute),
+        ("tokens/min", account.tokens_per_minute),
+    ):
+        print(f"{label:<13}{'the plan' if own is None else own}")

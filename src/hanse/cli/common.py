@@ -1,4 +1,4 @@
-"""What the CLI commands share: running an action against the database, group usage."""
+"""What the CLI commands share: opening the database, running an action against it, group usage."""
 
 from __future__ import annotations
 
@@ -9,23 +9,37 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from hanse.settings import Settings
+from hanse.storage import schema
 from hanse.storage.database import Database
 
 T = TypeVar("T")
 
 
+def open_database(settings: Settings) -> Database:
+    return Database(
+        settings.effective_database_url,
+        pool_size=settings.database_pool_size,
+        max_overflow=settings.database_max_overflow,
+    )
+
+
 def with_engine(settings: Settings, action: Callable[[Database], Awaitable[T]]) -> T:
-    """Open the database of `settings`, run `action`, close it."""
+    """Open the database of `settings` (a new one gets its schema), run `action`, close it.
+    Exits with status 2 when the schema is not current."""
 
     async def run() -> T:
-        database = Database(settings.effective_database_url)
+        database = open_database(settings)
         try:
-            await database.create_schema()
+            await schema.prepare(database)
             return await action(database)
         finally:
             await database.dispose()
 
-    return asyncio.run(run())
+    try:
+        return asyncio.run(run())
+    except schema.SchemaError as exc:
+        print(f"hanse: {exc}", file=sys.stderr)
+        raise SystemExit(2) from exc
 
 
 def usage_of(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace], int]:

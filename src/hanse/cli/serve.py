@@ -1,14 +1,19 @@
-"""`hanse serve`."""
+"""`hanse serve`: check the catalog and the schema, then run uvicorn (one or several workers)."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import sys
 from typing import Any
 
+from sqlalchemy.exc import SQLAlchemyError
+
+from hanse.cli.common import open_database
 from hanse.config.loader import ConfigError, load_catalog
 from hanse.settings import Settings
+from hanse.storage import schema
 
 
 def register(commands: Any) -> None:
@@ -33,6 +38,15 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"hanse: configuration error: {exc}", file=sys.stderr)
         return 2
+    # Once, before any worker starts: a new database gets its schema, an outdated one stops here.
+    try:
+        asyncio.run(_prepare_schema(settings))
+    except schema.SchemaError as exc:
+        print(f"hanse: {exc}", file=sys.stderr)
+        return 2
+    except (SQLAlchemyError, OSError) as exc:
+        print(f"hanse: cannot open the database: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
     os.environ["HANSE_PUBLIC_URL"] = f"http://{args.host}:{args.port}"
     uvicorn.run(
         "hanse.http.app:create_app",
@@ -44,5 +58,15 @@ def run(args: argparse.Namespace) -> int:
         http="httptools",
         access_log=False,
         log_level="warning",
+        # SIGTERM: stop accepting, let requests and streams in flight finish, then cut them.
+        timeout_graceful_shutdown=settings.shutdown_timeout_s,
     )
     return 0
+
+
+async def _prepare_schema(settings: Settings) -> None:
+    database = open_database(settings)
+    try:
+        await schema.prepare(database)
+    finally:
+        await database.dispose()

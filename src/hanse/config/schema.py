@@ -18,6 +18,7 @@ from pydantic import (
 
 from hanse.config.intensity import HourlyIntensity, read_hourly_intensity
 from hanse.config.limits import ImagesConfig, LimitsConfig
+from hanse.config.ratelimits import RateLimitsConfig
 from hanse.grid import is_country
 from hanse.money import PRICE_DECIMALS
 
@@ -177,6 +178,7 @@ class Catalog(_Strict):
     impact: ImpactConfig = ImpactConfig()
     limits: LimitsConfig = LimitsConfig()
     images: ImagesConfig = ImagesConfig()
+    rate_limits: RateLimitsConfig = RateLimitsConfig()
 
     @model_validator(mode="after")
     def _references(self) -> Catalog:

@@ -10,10 +10,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.requests import Request
 
 from hanse.auth import KNOWN_SCOPES
+from hanse.config.ratelimits import PerMinute
 from hanse.errors import AUTH_ADMIN_REQUIRED, INVALID_VALUE, NOT_FOUND, HanseError
 from hanse.gateway import Gateway
 from hanse.money import AMOUNT_PATTERN, format_eur, to_pico
-from hanse.storage.accounts import DEFAULT_PLAN, Account, Plan
+from hanse.storage.accounts import DEFAULT_PLAN, LIMITS, Account, Plan
 from hanse.wire.validation import raise_for_validation_error
 
 _Body = TypeVar("_Body", bound=BaseModel)
@@ -92,11 +93,13 @@ class AccountCreate(BaseModel):
 
 
 class AccountPatch(BaseModel):
-    """PATCH /admin/accounts/{name}."""
+    """PATCH /admin/accounts/{name}: what is given changes; a limit of null goes back to the plan's."""
 
     model_config = ConfigDict(strict=True, extra="forbid")
 
-    plan: Plan
+    plan: Plan | None = None
+    requests_per_minute: PerMinute | None = None
+    tokens_per_minute: PerMinute | None = None
 
 
 class TopUp(BaseModel):
@@ -117,6 +120,11 @@ def account_body(account: Account) -> dict[str, Any]:
             "credits": format_eur(account.credits_pico),
         },
         "created_at": account.created_at.isoformat(),
+        # The account's own limits; null: its plan's (the catalog's `[rate_limits]`).
+        "rate_limits": {
+            "requests_per_minute": account.requests_per_minute,
+            "tokens_per_minute": account.tokens_per_minute,
+        },
     }
 
 
@@ -136,7 +144,13 @@ async def patch_account(request: Request, gateway: Gateway) -> dict[str, Any]:
     require_admin(request, gateway)
     spec = await _parse(request, AccountPatch)
     name = request.path_params["name"]
-    return account_body(_found(await gateway.accounts.set_plan(name, spec.plan), name))
+    account = await _account(gateway, name)
+    if spec.plan is not None:
+        account = _found(await gateway.accounts.set_plan(name, spec.plan), name)
+    limits = {key: getattr(spec, key) for key in LIMITS if key in spec.model_fields_set}
+    if limits:
+        account = _found(await gateway.accounts.set_limits(name, limits), name)
+    return account_body(account)
 
 
 async def top_up(request: Request, gateway: Gateway) -> dict[str, Any]:

@@ -29,6 +29,7 @@ from hanse.errors import (
     INVALID_VALUE,
     METHOD_NOT_ALLOWED,
     NOT_FOUND,
+    NOT_READY,
     UNKNOWN_MODEL,
     HanseError,
 )
@@ -80,6 +81,8 @@ def endpoint(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
             log.exception("unexpected failure", extra={"request_id": trace.request_id})
             response = error_response(HanseError(INTERNAL), trace.request_id)
         response.headers["X-Request-ID"] = trace.request_id
+        for name, value in trace.headers.items():
+            response.headers[name] = value
         elapsed_s = time.perf_counter() - trace.started
         overhead_s = elapsed_s - trace.provider_s
         response.headers["X-Hanse-Overhead-Ms"] = f"{overhead_s * 1000:.3f}"
@@ -97,6 +100,7 @@ def endpoint(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
                 "path": request.url.path,
                 "status": response.status_code,
                 "account": trace.account,
+                "account_id": trace.account_id,
                 "key_id": trace.key_id,
                 "model": trace.model,
                 "route": trace.route,
@@ -171,7 +175,16 @@ async def metrics(request: Request, gateway: Gateway, trace: Trace) -> Response:
 
 
 async def health(request: Request, gateway: Gateway, trace: Trace) -> Response:
+    """Liveness: the process answers."""
     return JSONResponse({"status": "ok"})
+
+
+async def ready(request: Request, gateway: Gateway, trace: Trace) -> Response:
+    """Readiness: the database and Redis (when configured) answer, the providers have started."""
+    checks = await gateway.readiness()
+    if any(value != "ok" for value in checks.values()):
+        raise HanseError(NOT_READY, details={"checks": checks})
+    return JSONResponse({"status": "ready", "checks": checks})
 
 
 async def openapi(request: Request, gateway: Gateway, trace: Trace) -> Response:
@@ -215,6 +228,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             Route("/v1/models", endpoint(list_models), methods=["GET"]),
             Route("/v1/models/{model_id:path}", endpoint(get_model), methods=["GET"]),
             Route("/health", endpoint(health), methods=["GET"]),
+            Route("/ready", endpoint(ready), methods=["GET"]),
             Route("/metrics", endpoint(metrics), methods=["GET"]),
             Route("/openapi.json", endpoint(openapi), methods=["GET"]),
             Route("/admin/keys", endpoint(_json(admin.create_key, 201)), methods=["POST"]),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -14,6 +15,8 @@ from hanse.storage.tables import accounts
 Plan = Literal["energy_then_credits", "energy_only", "credits_only"]
 PLANS: tuple[Plan, ...] = ("energy_then_credits", "energy_only", "credits_only")
 DEFAULT_PLAN: Plan = "energy_then_credits"
+LimitName = Literal["requests_per_minute", "tokens_per_minute"]
+LIMITS: tuple[LimitName, ...] = ("requests_per_minute", "tokens_per_minute")
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +27,9 @@ class Account:
     energy_pico: int
     credits_pico: int
     created_at: datetime
+    # Its own rate limits; None: its plan's.
+    requests_per_minute: int | None = None
+    tokens_per_minute: int | None = None
 
 
 class AccountStore:
@@ -68,6 +74,14 @@ class AccountStore:
                 return None
             return await _by_name(conn, name)
 
+    async def set_limits(self, name: str, limits: Mapping[LimitName, int | None]) -> Account | None:
+        """Set the account's own `requests_per_minute` / `tokens_per_minute` (None: the plan's)."""
+        async with self._engine.begin() as conn:
+            result = await conn.execute(
+                update(accounts).where(accounts.c.name == name).values(limits)
+            )
+            return await _by_name(conn, name) if result.rowcount else None
+
     async def set_plan(self, name: str, plan: Plan) -> Account | None:
         async with self._engine.begin() as conn:
             result = await conn.execute(
@@ -102,6 +116,8 @@ def _account(row: Row[Any]) -> Account:
         energy_pico=int(row.energy_pico),
         credits_pico=int(row.credits_pico),
         created_at=row.created_at,
+        requests_per_minute=row.requests_per_minute,
+        tokens_per_minute=row.tokens_per_minute,
     )
 
 

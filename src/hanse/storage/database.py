@@ -11,16 +11,16 @@ is why several gateway processes belong on PostgreSQL.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import Connection as SyncConnection
 from sqlalchemy import CursorResult, Engine, Executable, create_engine, event
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from hanse.storage.tables import metadata
+T = TypeVar("T")
 
 # How long a write waits for another process's write on SQLite before failing.
 SQLITE_BUSY_TIMEOUT_MS = 5000
@@ -45,7 +45,7 @@ class _Inline:
 class Database:
     """Transactions (`begin`) and reads (`connect`) on SQLite or PostgreSQL."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, pool_size: int = 10, max_overflow: int = 20) -> None:
         self.url = url
         self._sync: Engine | None = None
         self._async: AsyncEngine | None = None
@@ -59,7 +59,7 @@ class Database:
             )
             event.listen(self._sync, "connect", _sqlite_pragmas)
         else:
-            self._async = create_async_engine(url, pool_size=10, max_overflow=20)
+            self._async = create_async_engine(url, pool_size=pool_size, max_overflow=max_overflow)
 
     @asynccontextmanager
     async def begin(self) -> AsyncIterator[Connection]:
@@ -83,14 +83,14 @@ class Database:
             async with self._async.connect() as conn:
                 yield conn
 
-    async def create_schema(self) -> None:
-        """Create missing tables (migrations come with the scale-out work)."""
+    async def run_sync(self, fn: Callable[[SyncConnection], T]) -> T:
+        """`fn` on a synchronous connection, in one transaction (schema checks, migrations)."""
         if self._sync is not None:
-            metadata.create_all(self._sync)
-        else:
-            assert self._async is not None
-            async with self._async.begin() as conn:
-                await conn.run_sync(metadata.create_all)
+            with self._sync.begin() as conn:
+                return fn(conn)
+        assert self._async is not None
+        async with self._async.begin() as conn:
+            return await conn.run_sync(fn)
 
     async def dispose(self) -> None:
         if self._sync is not None:

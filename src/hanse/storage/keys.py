@@ -82,6 +82,8 @@ class KeyStore:
                 api_keys.c.scopes,
                 accounts.c.name,
                 accounts.c.plan,
+                accounts.c.requests_per_minute,
+                accounts.c.tokens_per_minute,
             )
             .join(accounts, accounts.c.id == api_keys.c.account_id)
             .where(api_keys.c.key_hash == digest, api_keys.c.revoked_at.is_(None))
@@ -96,6 +98,8 @@ class KeyStore:
             account_name=row.name,
             scopes=tuple(row.scopes),
             plan=row.plan,
+            requests_per_minute=row.requests_per_minute,
+            tokens_per_minute=row.tokens_per_minute,
         )
 
     async def revoke(self, key_id: str) -> bool:

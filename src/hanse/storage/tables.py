@@ -29,6 +29,9 @@ accounts = Table(
     Column("energy_pico", BigInteger, nullable=False, server_default="0"),
     Column("credits_pico", BigInteger, nullable=False, server_default="0"),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    # Rate limits of this account; NULL: its plan's (the `[rate_limits]` table), 0: none.
+    Column("requests_per_minute", Integer, nullable=True),
+    Column("tokens_per_minute", Integer, nullable=True),
     CheckConstraint("energy_pico >= 0", name="energy_not_negative"),
     CheckConstraint("credits_pico >= 0", name="credits_not_negative"),
 )
