@@ -11,15 +11,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cache
 from typing import Any
 
-from ecologits.impacts.llm import compute_llm_impacts
-from ecologits.utils.range_value import RangeValue
+from ecologits.impacts import llm
 
 from hanse.config.intensity import HourlyIntensity, intensity_at
 from hanse.config.schema import ModelConfig, ProviderConfig, RouteConfig
 from hanse.domain import Usage
-from hanse.grid import GridMix, grid_mix
+from hanse.grid import grid_mix
 
 _SIGNIFICANT = 6
 
@@ -60,7 +60,7 @@ def estimate_impact(
 ) -> Impact:
     """The impact of one request served by `route` at time `at` (UTC)."""
     mix = grid_mix(provider.location)
-    energy = _energy_kwh(provider, route, model, usage, latency_s, mix)
+    energy = _energy_kwh(provider, route, model, usage, latency_s)
     intensity = intensity_at(hourly, provider.location, at)
     carbon = energy * (mix.carbon_g_per_kwh if intensity is None else intensity)
     water = energy / provider.pue * (provider.wue + provider.pue * mix.water_l_per_kwh)
@@ -81,31 +81,53 @@ def no_impact(provider_id: str, location: str) -> Impact:
 
 
 def _energy_kwh(
-    provider: ProviderConfig,
-    route: RouteConfig,
-    model: ModelConfig,
-    usage: Usage,
-    latency_s: float,
-    mix: GridMix,
+    provider: ProviderConfig, route: RouteConfig, model: ModelConfig, usage: Usage, latency_s: float
 ) -> float:
     if route.energy_kwh_per_token is not None:
         return usage.total_tokens * route.energy_kwh_per_token * provider.pue
     if model.parameters_billion is None or usage.completion_tokens == 0:
         return 0.0
-    impacts = compute_llm_impacts(
-        model_active_parameter_count=model.parameters_billion.active,
-        model_total_parameter_count=model.parameters_billion.total,
+    # EcoLogits' own model functions, called in the order its DAG runs them (the DAG's scheduling
+    # and the embodied impacts we do not report cost more than the arithmetic).
+    active, total = model.parameters_billion.active, model.parameters_billion.total
+    gpus = _gpus(total)
+    per_gpu = llm.gpu_energy(
+        model_active_parameter_count=active,
         output_token_count=usage.completion_tokens,
-        if_electricity_mix_adpe=0.0,
-        if_electricity_mix_pe=0.0,
-        if_electricity_mix_gwp=mix.carbon_g_per_kwh / 1000,
-        if_electricity_mix_wue=mix.water_l_per_kwh,
-        datacenter_pue=provider.pue,
-        datacenter_wue=provider.wue,
+        batch_size=llm.BATCH_SIZE,
+        gpu_energy_alpha=llm.GPU_ENERGY_ALPHA,
+        gpu_energy_beta=llm.GPU_ENERGY_BETA,
+        gpu_energy_gamma=llm.GPU_ENERGY_GAMMA,
+    )
+    latency = llm.generation_latency(
+        model_active_parameter_count=active,
+        output_token_count=usage.completion_tokens,
+        batch_size=llm.BATCH_SIZE,
+        latency_alpha=llm.LATENCY_ALPHA,
+        latency_beta=llm.LATENCY_BETA,
+        latency_gamma=llm.LATENCY_GAMMA,
         request_latency=max(latency_s, 1e-6),
     )
-    value = impacts.energy.value
-    return float(value.mean if isinstance(value, RangeValue) else value)
+    server = llm.server_energy(
+        generation_latency=latency,
+        server_power=llm.SERVER_POWER,
+        server_gpu_count=llm.SERVER_GPUS,
+        gpu_required_count=gpus,
+        batch_size=llm.BATCH_SIZE,
+    )
+    it_energy = llm.request_it_energy(
+        server_energy=server, gpu_required_count=gpus, gpu_energy=per_gpu
+    )
+    return float(llm.request_energy(datacenter_pue=provider.pue, request_it_energy=it_energy))
+
+
+@cache
+def _gpus(total_parameters_billion: float) -> int:
+    memory = llm.model_required_memory(
+        model_total_parameter_count=total_parameters_billion,
+        model_quantization_bits=llm.MODEL_QUANTIZATION_BITS,
+    )
+    return int(llm.gpu_required_count(model_required_memory=memory, gpu_memory=llm.GPU_MEMORY))
 
 
 def _significant(value: float) -> float:

@@ -29,7 +29,9 @@ SQLITE_BUSY_TIMEOUT_MS = 5000
 class Connection(Protocol):
     """What stores need of a connection."""
 
-    async def execute(self, statement: Executable, /) -> CursorResult[Any]: ...
+    async def execute(
+        self, statement: Executable, parameters: dict[str, Any] | None = None, /
+    ) -> CursorResult[Any]: ...
 
 
 class _Inline:
@@ -38,8 +40,10 @@ class _Inline:
     def __init__(self, conn: SyncConnection) -> None:
         self._conn = conn
 
-    async def execute(self, statement: Executable, /) -> CursorResult[Any]:
-        return self._conn.execute(statement)
+    async def execute(
+        self, statement: Executable, parameters: dict[str, Any] | None = None, /
+    ) -> CursorResult[Any]:
+        return self._conn.execute(statement, parameters)
 
 
 class Database:

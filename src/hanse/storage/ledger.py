@@ -8,17 +8,33 @@ sweep:   release holds past their expiry (a crashed process, a lost settlement) 
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from sqlalchemy import Row, delete, func, insert, select, update
+from sqlalchemy import Row, bindparam, delete, func, insert, select, update
 
-from hanse.storage.database import Connection, Database
+from hanse.storage.database import Database
 from hanse.storage.tables import accounts, ledger, reservations
 
 Balance = Literal["energy", "credits"]
 _COLUMNS = {"energy": accounts.c.energy_pico, "credits": accounts.c.credits_pico}
+# Built once: the hot path only binds values (building statements per request costs more than running them).
+_DEBIT = {
+    balance: update(accounts)
+    .where(accounts.c.id == bindparam("account_id"), column >= bindparam("amount"))
+    .values({column: column - bindparam("amount")})
+    for balance, column in _COLUMNS.items()
+}
+_CREDIT = {
+    balance: update(accounts)
+    .where(accounts.c.id == bindparam("account_id"))
+    .values({column: column + bindparam("amount")})
+    for balance, column in _COLUMNS.items()
+}
+_HOLD = insert(reservations)
+_RELEASE = delete(reservations).where(reservations.c.id == bindparam("id"))
+_RECORD = insert(ledger)
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,13 +99,8 @@ class LedgerStore:
         """Hold `amount_pico` from the first of `balances` that covers it; None if none does."""
         async with self._engine.begin() as conn:
             for balance in balances:
-                column = _COLUMNS[balance]
-                debit = (
-                    update(accounts)
-                    .where(accounts.c.id == account_id, column >= amount_pico)
-                    .values({column: column - amount_pico})
-                )
-                if (await conn.execute(debit)).rowcount:
+                debit = {"account_id": account_id, "amount": amount_pico}
+                if (await conn.execute(_DEBIT[balance], debit)).rowcount:
                     reservation = Reservation(
                         id="rsv_" + secrets.token_hex(16),
                         account_id=account_id,
@@ -100,65 +111,42 @@ class LedgerStore:
                         model=model,
                         created_at=now,
                     )
-                    await conn.execute(
-                        insert(reservations).values(
-                            id=reservation.id,
-                            account_id=account_id,
-                            balance=balance,
-                            amount_pico=amount_pico,
-                            request_id=request_id,
-                            key_id=key_id,
-                            model=model,
-                            created_at=now,
-                            expires_at=expires_at,
-                        )
-                    )
+                    hold = {**asdict(reservation), "expires_at": expires_at}
+                    await conn.execute(_HOLD, hold)
                     return reservation
         return None
 
     async def settle(self, reservation: Reservation, entry: LedgerEntry, now: datetime) -> int:
         """Charge at most the reserved amount, refund the rest, write the ledger row; returns the charge."""
         charge = min(entry.cost_pico, reservation.amount_pico)
-        column = _COLUMNS[reservation.balance]
         status = entry.status
+        account = {"account_id": reservation.account_id}
         async with self._engine.begin() as conn:
-            held = await conn.execute(
-                delete(reservations).where(reservations.c.id == reservation.id)
-            )
+            held = await conn.execute(_RELEASE, {"id": reservation.id})
             if held.rowcount:
                 refund = reservation.amount_pico - charge
                 if refund:
-                    await _credit(conn, reservation.account_id, reservation.balance, refund)
+                    await conn.execute(_CREDIT[reservation.balance], {**account, "amount": refund})
             elif charge == 0:
                 return 0  # already released by the sweeper, which wrote the row
             else:
                 # Released by the sweeper before the answer was settled: charge afresh if possible.
-                debit = (
-                    update(accounts)
-                    .where(accounts.c.id == reservation.account_id, column >= charge)
-                    .values({column: column - charge})
-                )
-                if not (await conn.execute(debit)).rowcount:
+                debit = {**account, "amount": charge}
+                if not (await conn.execute(_DEBIT[reservation.balance], debit)).rowcount:
                     charge, status = 0, "unpaid"
-            await conn.execute(
-                insert(ledger).values(
-                    request_id=reservation.request_id,
-                    account_id=reservation.account_id,
-                    key_id=reservation.key_id,
-                    model=reservation.model,
-                    route=entry.route,
-                    status=status,
-                    prompt_tokens=entry.prompt_tokens,
-                    completion_tokens=entry.completion_tokens,
-                    cost_pico=charge,
-                    paid_with=reservation.balance,
-                    energy_kwh=entry.energy_kwh,
-                    carbon_g_co2=entry.carbon_g_co2,
-                    water_liters=entry.water_liters,
-                    started_at=reservation.created_at,
-                    finished_at=now,
-                )
-            )
+            record = {
+                **asdict(entry),
+                "status": status,
+                "cost_pico": charge,
+                "request_id": reservation.request_id,
+                "account_id": reservation.account_id,
+                "key_id": reservation.key_id,
+                "model": reservation.model,
+                "paid_with": reservation.balance,
+                "started_at": reservation.created_at,
+                "finished_at": now,
+            }
+            await conn.execute(_RECORD, record)
         return charge
 
     async def expired(self, now: datetime) -> list[Reservation]:
@@ -211,13 +199,6 @@ class LedgerStore:
             )
             for r in rows
         ]
-
-
-async def _credit(conn: Connection, account_id: int, balance: Balance, amount: int) -> None:
-    column = _COLUMNS[balance]
-    await conn.execute(
-        update(accounts).where(accounts.c.id == account_id).values({column: column + amount})
-    )
 
 
 def _reservation(row: Row[Any]) -> Reservation:
