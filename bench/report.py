@@ -30,6 +30,8 @@ def table(results: dict[str, Any]) -> str:
         f"{floor['stream']['gap_p99_ms']:.1f} | {floor['stream']['chunks_min']} | - |"
     )
     for name in GATEWAYS:
+        if f"{name}-failed" in results:
+            rows.append(f"| {name} | failed: {results[f'{name}-failed']} |" + " |" * 9)
         if name not in results:
             continue
         r = results[name]

@@ -73,6 +73,8 @@ def wrk(url: str, key: str, connections: int, seconds: float) -> dict[str, Any]:
             "-t1",
             f"-c{connections}",
             f"-d{seconds}s",
+            "--timeout",
+            "10s",
             "--latency",
             "-s",
             str(BENCH / "post.lua"),
@@ -98,7 +100,10 @@ def wrk(url: str, key: str, connections: int, seconds: float) -> dict[str, Any]:
 
 
 def _ms(text: str) -> float:
-    value, unit = re.match(r"([\d.]+)(\w+)", text).groups()  # type: ignore[union-attr]
+    match = re.match(r"([\d.]+)(us|ms|s|m)$", text)
+    if match is None:  # wrk prints no distribution when no request completed
+        return float("nan")
+    value, unit = match.groups()
     return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
 
 
@@ -292,11 +297,15 @@ def main() -> None:
     try:
         for system in systems:
             print(f">> {system.name}", flush=True)
-            if system.start is not None:
-                system.process = system.start()
-            results[system.name] = measure(system, seconds, streams)
-            if system.name == "hanse-1w":
-                results[system.name]["soak"] = soak(system, soak_total)
+            try:
+                if system.start is not None:
+                    system.process = system.start()
+                results[system.name] = measure(system, seconds, streams)
+                if system.name == "hanse-1w":
+                    results[system.name]["soak"] = soak(system, soak_total)
+            except (RuntimeError, subprocess.CalledProcessError, ValueError) as exc:
+                print(f"   {system.name} failed: {exc}", flush=True)
+                results[f"{system.name}-failed"] = str(exc)
             if system.process is not None:
                 system.process.send_signal(signal.SIGTERM)
                 system.process.wait(timeout=30)
