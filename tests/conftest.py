@@ -1,4 +1,4 @@
-"""Shared fixtures: one embedded-model gateway per test module."""
+"""Shared fixtures: one embedded-model gateway, and one scripted upstream, per test module."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import pytest
 from openai import AsyncOpenAI, OpenAI
 
 from tests.harness import GatewayProcess, clear_redis_test_keys, drop_postgres_databases
+from tests.upstream import ScriptedUpstream
 
 
 @pytest.fixture(scope="module")
@@ -16,6 +17,14 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess
     process = GatewayProcess(Path(tmp_path_factory.mktemp("gateway"))).start()
     yield process
     process.stop()
+
+
+@pytest.fixture(scope="module")
+def upstream() -> Iterator[ScriptedUpstream]:
+    """A scripted OpenAI-shaped upstream on 127.0.0.1 that records what it received."""
+    server = ScriptedUpstream().start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture(scope="module")

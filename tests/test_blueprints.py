@@ -53,13 +53,6 @@ WEATHER_SKILL = {
 
 
 @pytest.fixture(scope="module")
-def upstream() -> Iterator[ScriptedUpstream]:
-    server = ScriptedUpstream().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
 def gateway(
     tmp_path_factory: pytest.TempPathFactory, upstream: ScriptedUpstream
 ) -> Iterator[GatewayProcess]:

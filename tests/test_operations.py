@@ -6,7 +6,6 @@ import contextlib
 import json
 import signal
 import time
-from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -35,13 +34,6 @@ context_length = 4096
   upstream_model = "drip-100"
   output_eur_per_million = "1"
 """
-
-
-@pytest.fixture(scope="module")
-def upstream() -> Iterator[ScriptedUpstream]:
-    server = ScriptedUpstream().start()
-    yield server
-    server.stop()
 
 
 def start(workdir: Path, upstream: ScriptedUpstream, **env: str) -> GatewayProcess:

@@ -57,13 +57,6 @@ EMAIL_PIECES = ["Write to bob.sm", "ith@exam", "ple.com today", "."]
 
 
 @pytest.fixture(scope="module")
-def upstream() -> Iterator[ScriptedUpstream]:
-    server = ScriptedUpstream().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
 def gateway(
     tmp_path_factory: pytest.TempPathFactory, upstream: ScriptedUpstream
 ) -> Iterator[GatewayProcess]:

@@ -43,13 +43,6 @@ context_length = 4096
 """
 
 
-@pytest.fixture(scope="module")
-def upstream() -> Iterator[ScriptedUpstream]:
-    server = ScriptedUpstream().start()
-    yield server
-    server.stop()
-
-
 @pytest.fixture(scope="module", params=["in-process", "redis"])
 def gateway(
     request: pytest.FixtureRequest,

@@ -89,13 +89,6 @@ def start_pair(workdir: Path, config: str, **extra: str) -> tuple[GatewayProcess
 
 
 @pytest.fixture(scope="module")
-def upstream() -> Iterator[ScriptedUpstream]:
-    server = ScriptedUpstream().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
 def pair(
     tmp_path_factory: pytest.TempPathFactory, upstream: ScriptedUpstream
 ) -> Iterator[tuple[GatewayProcess, GatewayProcess]]:

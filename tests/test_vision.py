@@ -42,13 +42,6 @@ def catalog(upstream_url: str, images: str = IMAGES) -> str:
 
 
 @pytest.fixture(scope="module")
-def upstream() -> Iterator[ScriptedUpstream]:
-    server = ScriptedUpstream().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
 def images() -> Iterator[ImageServer]:
     server = ImageServer().start()
     yield server
