@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from hanse.config.schema import Catalog, ModelConfig
+from hanse.config.schema import FLAVORS, Catalog, ModelConfig
 from hanse.errors import UNKNOWN_MODEL, HanseError
 
-FLAVORS = ("balanced", "speed", "price", "eco", "batch")
 DEFAULT_FLAVOR = "balanced"
 
 

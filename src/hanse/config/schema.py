@@ -25,7 +25,8 @@ from hanse.money import PRICE_DECIMALS
 _ID = r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,127}$"
 # Model ids may hold colons (`qwen2.5:7b`); only a trailing flavor is the client's suffix.
 _MODEL_ID = r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$"
-_FLAVOR_NAMES = ("balanced", "speed", "price", "eco", "batch")
+# The routing flavors a model id may end in (`glm-4.7:eco`); resolve.py strips them.
+FLAVORS = ("balanced", "speed", "price", "eco", "batch")
 
 
 class _Strict(BaseModel):
@@ -134,7 +135,7 @@ class ModelConfig(_Strict):
     @field_validator("id")
     @classmethod
     def _no_flavor_suffix(cls, value: str) -> str:
-        if value.rsplit(":", 1)[-1] in _FLAVOR_NAMES and ":" in value:
+        if value.rsplit(":", 1)[-1] in FLAVORS and ":" in value:
             raise ValueError("a model id may not end in a flavor suffix")
         return value
 
