@@ -21,6 +21,7 @@ from hanse.routing.shared_health import RedisHealth
 from hanse.settings import Settings
 from hanse.storage import schema
 from hanse.storage.accounts import AccountStore
+from hanse.storage.checkpoints import WalCheckpointer
 from hanse.storage.database import Database
 from hanse.storage.keys import KeyStore
 from hanse.storage.ledger import LedgerStore
@@ -46,7 +47,10 @@ class Gateway:
             settings.effective_database_url,
             pool_size=settings.database_pool_size,
             max_overflow=settings.database_max_overflow,
+            autocheckpoint=False,
         )
+        path = self.database.sqlite_path
+        self._checkpointer = WalCheckpointer(path) if path else None
         self.keys = KeyStore(self.database, settings.key_prefix, settings.key_cache_ttl_s)
         self.accounts = AccountStore(self.database)
         self.ledger = LedgerStore(self.database)
@@ -78,6 +82,8 @@ class Gateway:
                     model.id,
                 )
         await schema.prepare(self.database)  # a new database gets its schema; an old one is refused
+        if self._checkpointer is not None:
+            self._checkpointer.start()
         await asyncio.gather(*(provider.start() for provider in self.providers.values()))
         self._sweeper = asyncio.create_task(
             self.billing.run_sweeper(self.settings.sweep_interval_s)
@@ -107,6 +113,8 @@ class Gateway:
         if self.redis is not None:
             await self.redis.close()
         await self.database.dispose()
+        if self._checkpointer is not None:
+            self._checkpointer.close()
 
 
 def _redis_link(settings: Settings) -> RedisLink | None:

@@ -13,12 +13,15 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import Connection as SyncConnection
 from sqlalchemy import CursorResult, Engine, Executable, create_engine, event
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from hanse.storage.group_commit import GroupCommit
 
 T = TypeVar("T")
 
@@ -49,19 +52,28 @@ class _Inline:
 class Database:
     """Transactions (`begin`) and reads (`connect`) on SQLite or PostgreSQL."""
 
-    def __init__(self, url: str, pool_size: int = 10, max_overflow: int = 20) -> None:
+    def __init__(
+        self, url: str, pool_size: int = 10, max_overflow: int = 20, autocheckpoint: bool = True
+    ) -> None:
+        """`autocheckpoint=False`: SQLite commits never checkpoint the WAL themselves; whoever says
+        so runs a `WalCheckpointer` (the gateway does)."""
         self.url = url
+        self.sqlite_path: str | None = None  # the file, on SQLite
         self._sync: Engine | None = None
         self._async: AsyncEngine | None = None
+        self._group: GroupCommit | None = None
         if url.startswith("sqlite"):
             path = url.split("///", 1)[-1]
             if path and path != ":memory:":
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
+                self.sqlite_path = path
             self._sync = create_engine(
                 url.replace("+aiosqlite", ""),
                 connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "check_same_thread": False},
             )
-            event.listen(self._sync, "connect", _sqlite_pragmas)
+            pragmas = _SQLITE_PRAGMAS + (() if autocheckpoint else ("wal_autocheckpoint=0",))
+            event.listen(self._sync, "connect", partial(_set_pragmas, pragmas))
+            self._group = GroupCommit(self._sync)
         else:
             self._async = create_async_engine(url, pool_size=pool_size, max_overflow=max_overflow)
 
@@ -87,6 +99,16 @@ class Database:
             async with self._async.connect() as conn:
                 yield conn
 
+    async def transact(self, unit: Callable[[SyncConnection], T]) -> T:
+        """`unit` in a transaction, for the hot path. On SQLite the units queued during one turn
+        of the event loop share one commit, each in a savepoint of its own (storage/group_commit.py);
+        on PostgreSQL each has its own transaction."""
+        if self._group is not None:
+            return await self._group.run(unit)
+        assert self._async is not None
+        async with self._async.begin() as conn:
+            return await conn.run_sync(unit)
+
     async def run_sync(self, fn: Callable[[SyncConnection], T]) -> T:
         """`fn` on a synchronous connection, in one transaction (schema checks, migrations)."""
         if self._sync is not None:
@@ -98,16 +120,20 @@ class Database:
 
     async def dispose(self) -> None:
         if self._sync is not None:
+            assert self._group is not None
+            self._group.close()
             self._sync.dispose()
         else:
             assert self._async is not None
             await self._async.dispose()
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+# WAL + NORMAL: a commit survives a process crash; only a power cut may lose the last ones.
+_SQLITE_PRAGMAS = ("journal_mode=WAL", "synchronous=NORMAL", "foreign_keys=ON")
+
+
+def _set_pragmas(pragmas: tuple[str, ...], dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    # WAL + NORMAL: a commit survives a process crash; only a power cut may lose the last ones.
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA foreign_keys=ON")
+    for pragma in pragmas:
+        cursor.execute(f"PRAGMA {pragma}")
     cursor.close()

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from sqlalchemy import Row, bindparam, delete, func, insert, select, update
+from sqlalchemy import Connection, Row, bindparam, delete, func, insert, select, update
 
 from hanse.storage.database import Database
 from hanse.storage.tables import accounts, ledger, reservations
@@ -97,10 +97,11 @@ class LedgerStore:
         expires_at: datetime,
     ) -> Reservation | None:
         """Hold `amount_pico` from the first of `balances` that covers it; None if none does."""
-        async with self._engine.begin() as conn:
+
+        def unit(conn: Connection) -> Reservation | None:
             for balance in balances:
                 debit = {"account_id": account_id, "amount": amount_pico}
-                if (await conn.execute(_DEBIT[balance], debit)).rowcount:
+                if conn.execute(_DEBIT[balance], debit).rowcount:
                     reservation = Reservation(
                         id="rsv_" + secrets.token_hex(16),
                         account_id=account_id,
@@ -111,28 +112,29 @@ class LedgerStore:
                         model=model,
                         created_at=now,
                     )
-                    hold = {**asdict(reservation), "expires_at": expires_at}
-                    await conn.execute(_HOLD, hold)
+                    conn.execute(_HOLD, {**asdict(reservation), "expires_at": expires_at})
                     return reservation
-        return None
+            return None
+
+        return await self._engine.transact(unit)
 
     async def settle(self, reservation: Reservation, entry: LedgerEntry, now: datetime) -> int:
         """Charge at most the reserved amount, refund the rest, write the ledger row; returns the charge."""
-        charge = min(entry.cost_pico, reservation.amount_pico)
-        status = entry.status
-        account = {"account_id": reservation.account_id}
-        async with self._engine.begin() as conn:
-            held = await conn.execute(_RELEASE, {"id": reservation.id})
-            if held.rowcount:
+
+        def unit(conn: Connection) -> int:
+            charge = min(entry.cost_pico, reservation.amount_pico)
+            status = entry.status
+            account = {"account_id": reservation.account_id}
+            if conn.execute(_RELEASE, {"id": reservation.id}).rowcount:
                 refund = reservation.amount_pico - charge
                 if refund:
-                    await conn.execute(_CREDIT[reservation.balance], {**account, "amount": refund})
+                    conn.execute(_CREDIT[reservation.balance], {**account, "amount": refund})
             elif charge == 0:
                 return 0  # already released by the sweeper, which wrote the row
             else:
                 # Released by the sweeper before the answer was settled: charge afresh if possible.
                 debit = {**account, "amount": charge}
-                if not (await conn.execute(_DEBIT[reservation.balance], debit)).rowcount:
+                if not conn.execute(_DEBIT[reservation.balance], debit).rowcount:
                     charge, status = 0, "unpaid"
             record = {
                 **asdict(entry),
@@ -146,8 +148,10 @@ class LedgerStore:
                 "started_at": reservation.created_at,
                 "finished_at": now,
             }
-            await conn.execute(_RECORD, record)
-        return charge
+            conn.execute(_RECORD, record)
+            return charge
+
+        return await self._engine.transact(unit)
 
     async def expired(self, now: datetime) -> list[Reservation]:
         """Holds whose expiry has passed."""
