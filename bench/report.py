@@ -51,15 +51,33 @@ def table(results: dict[str, Any]) -> str:
     embedded = results.get("embedded")
     if embedded:
         concurrent = embedded["hanse"]["concurrent_8"]
+        cached = embedded["direct_prompt_cached"]["tokens_per_s"]
         rows.append("")
         rows.append(
-            f"Embedded model (SmolLM2-135M, 2 threads, greedy, {embedded['direct']['tokens']} tokens): "
-            f"llama-cpp-python alone {embedded['direct']['tokens_per_s']:.1f} tokens/s, through Hanse "
-            f"{embedded['hanse']['tokens_per_s']:.1f} tokens/s (ratio {embedded['ratio']:.3f}); "
+            f"Embedded model (SmolLM2-135M, 2 threads, greedy, {embedded['direct']['tokens']} tokens, "
+            f"median of 7 alternating rounds): llama-cpp-python alone "
+            f"{embedded['direct']['tokens_per_s']:.1f} tokens/s evaluating the whole prompt as Hanse "
+            f"does ({cached:.1f} reusing its cached prompt), through Hanse "
+            f"{embedded['hanse']['tokens_per_s']:.1f} tokens/s (ratio {embedded['ratio']:.3f}; "
+            f"{embedded['hanse']['tokens_per_s'] / cached:.3f} of the cached-prompt figure); "
             f"8 concurrent clients: {concurrent['answered']} answered, completion order "
             f"{concurrent['completion_order']}, latency p50 {concurrent['latency_p50_s']:.2f} s, "
             f"max {concurrent['latency_max_s']:.2f} s."
         )
+    reported = [name for name in GATEWAYS if "header_overhead" in results.get(name, {})]
+    if reported:
+        rows += [
+            "",
+            "Overhead as Hanse reports it (`X-Hanse-Overhead-Ms`, 500 sequential requests) beside the "
+            "latency it adds measured from outside (wrk, concurrency 1), p50 / p99 in ms:",
+            "",
+            "| system | X-Hanse-Overhead-Ms | added, measured by wrk |",
+            "|---|---|---|",
+        ]
+        for name in reported:
+            header = results[name]["header_overhead"]
+            outside = "/".join(f"{_added(results, name, 1, k):.2f}" for k in ("p50_ms", "p99_ms"))
+            rows.append(f"| {name} | {header['p50_ms']:.2f}/{header['p99_ms']:.2f} | {outside} |")
     soak = results.get("hanse-1w", {}).get("soak")
     if soak:
         rows.append("")

@@ -246,6 +246,23 @@ def measure(system: System, seconds: float, streams: int) -> dict[str, Any]:
     return result
 
 
+def header_overhead(system: System, requests: int = 500) -> dict[str, float]:
+    """What the gateway says it spent (`X-Hanse-Overhead-Ms`) over sequential requests: p50/p99."""
+    body = {
+        "model": "bench-model",
+        "messages": [{"role": "user", "content": "Name three Hanseatic cities."}],
+        "max_tokens": 16,
+    }
+    headers = {"Authorization": f"Bearer {system.key}"}
+    values = []
+    with httpx.Client(timeout=10) as client:
+        for _ in range(requests):
+            response = client.post(system.url, json=body, headers=headers)
+            values.append(float(response.headers["X-Hanse-Overhead-Ms"]))
+    values.sort()
+    return {"p50_ms": values[len(values) // 2], "p99_ms": values[int(len(values) * 0.99)]}
+
+
 def soak(system: System, total: int) -> dict[str, Any]:
     """RSS growth per 10,000 requests over `total` requests at 16 connections."""
     pids = system.pids()
@@ -301,6 +318,8 @@ def main() -> None:
                 if system.start is not None:
                     system.process = system.start()
                 results[system.name] = measure(system, seconds, streams)
+                if system.name.startswith("hanse"):
+                    results[system.name]["header_overhead"] = header_overhead(system)
                 if system.name == "hanse-1w":
                     results[system.name]["soak"] = soak(system, soak_total)
             except (RuntimeError, subprocess.CalledProcessError, ValueError) as exc:

@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 
 from hanse.auth import Principal, generate_key, hash_key, key_hint
 from hanse.storage.accounts import ensure_account
@@ -15,6 +15,20 @@ from hanse.storage.database import Database
 from hanse.storage.tables import accounts, api_keys
 
 _CACHE_LIMIT = 100_000
+# Built once: every request whose key is not cached runs it (building it cost more than running it).
+_LIVE_KEY = (
+    select(
+        api_keys.c.id,
+        api_keys.c.account_id,
+        api_keys.c.scopes,
+        accounts.c.name,
+        accounts.c.plan,
+        accounts.c.requests_per_minute,
+        accounts.c.tokens_per_minute,
+    )
+    .join(accounts, accounts.c.id == api_keys.c.account_id)
+    .where(api_keys.c.key_hash == bindparam("digest"), api_keys.c.revoked_at.is_(None))
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,21 +89,8 @@ class KeyStore:
         return principal
 
     async def _lookup(self, digest: str) -> Principal | None:
-        query = (
-            select(
-                api_keys.c.id,
-                api_keys.c.account_id,
-                api_keys.c.scopes,
-                accounts.c.name,
-                accounts.c.plan,
-                accounts.c.requests_per_minute,
-                accounts.c.tokens_per_minute,
-            )
-            .join(accounts, accounts.c.id == api_keys.c.account_id)
-            .where(api_keys.c.key_hash == digest, api_keys.c.revoked_at.is_(None))
-        )
         async with self._engine.connect() as conn:
-            row = (await conn.execute(query)).first()
+            row = (await conn.execute(_LIVE_KEY, {"digest": digest})).first()
         if row is None:
             return None
         return Principal(
