@@ -104,6 +104,54 @@ def test_a_unit_is_durable_when_its_await_returns(tmp_path: Path) -> None:
     asyncio.run(main())
 
 
+def test_a_write_lock_held_elsewhere_does_not_block_the_event_loop(tmp_path: Path) -> None:
+    path = tmp_path / "e.db"
+
+    async def main() -> tuple[int, int]:
+        database = await _database(path)
+        other = sqlite3.connect(path, isolation_level=None)  # another process's write, say
+        other.execute("BEGIN IMMEDIATE")
+        ticks = 0
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while True:
+                ticks += 1
+                await asyncio.sleep(0.001)
+
+        ticking = asyncio.create_task(ticker())
+        asyncio.get_running_loop().call_later(0.2, other.execute, "COMMIT")
+        try:
+            value = await database.transact(
+                lambda conn: conn.execute(update(counters).values(value=5)).rowcount
+            )
+        finally:
+            ticking.cancel()
+            other.close()
+            await database.dispose()
+        return value, ticks
+
+    rowcount, ticks = asyncio.run(main())
+    assert rowcount == 1
+    assert ticks > 50  # the loop went on for the 0.2 s the lock was held elsewhere
+    assert _committed(path, "SELECT value FROM counters") == [(5,)]
+
+
+def test_units_without_statements_leave_no_transaction_open(tmp_path: Path) -> None:
+    async def main() -> int:
+        database = await _database(tmp_path / "f.db")
+        try:
+            assert await database.transact(lambda conn: 42) == 42
+            return await database.transact(
+                lambda conn: conn.execute(update(counters).values(value=3)).rowcount
+            )
+        finally:
+            await database.dispose()
+
+    assert asyncio.run(main()) == 1
+    assert _committed(tmp_path / "f.db", "SELECT value FROM counters") == [(3,)]
+
+
 @pytest.mark.timeout(60)
 def test_the_checkpointer_moves_the_wal_into_the_database_file(tmp_path: Path) -> None:
     path = tmp_path / "d.db"

@@ -73,7 +73,7 @@ class Database:
             )
             pragmas = _SQLITE_PRAGMAS + (() if autocheckpoint else ("wal_autocheckpoint=0",))
             event.listen(self._sync, "connect", partial(_set_pragmas, pragmas))
-            self._group = GroupCommit(self._sync)
+            self._group = GroupCommit(self._sync, SQLITE_BUSY_TIMEOUT_MS / 1000)
         else:
             self._async = create_async_engine(url, pool_size=pool_size, max_overflow=max_overflow)
 

@@ -7,11 +7,17 @@ each queued unit runs in a savepoint of its own inside one transaction, so a uni
 back alone, and one commit then writes each page once for the whole group. Units run back to back,
 synchronously, so the write lock is held only while they run. A caller's `await` returns once its
 group is durable: nobody is answered before their ledger row is committed.
+
+When another process holds the write lock (a second worker, the CLI), the group does not block
+the event loop in SQLite's busy handler: it tries again every half millisecond, gathering the units
+that arrive meanwhile, and fails them only after the busy timeout.
 """
 
 from __future__ import annotations
 
 import asyncio
+import sqlite3
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -20,15 +26,21 @@ from sqlalchemy import Connection, Engine
 T = TypeVar("T")
 
 Unit = Callable[[Connection], Any]
+Queued = list[tuple[Unit, asyncio.Future[Any]]]
+
+# How soon a group that found the write lock taken tries again.
+LOCK_RETRY_S = 0.0005
 
 
 class GroupCommit:
     """Runs queued units on one long-lived connection, one transaction per turn of the loop."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, busy_timeout_s: float) -> None:
         self._engine = engine
+        self._busy_timeout_s = busy_timeout_s
         self._connection: Connection | None = None
-        self._queue: list[tuple[Unit, asyncio.Future[Any]]] = []
+        self._queue: Queued = []
+        self._locked_out_since: float | None = None
 
     async def run(self, unit: Callable[[Connection], T]) -> T:
         """`unit`'s result once the transaction it ran in has committed; its exception if it
@@ -41,18 +53,30 @@ class GroupCommit:
         # Shielded: a cancelled caller must not stop the group; its unit commits with the others.
         return await asyncio.shield(done)
 
-    def flush(self) -> None:
-        """Run every queued unit and commit them together."""
-        queue, self._queue = self._queue, []
-        if not queue:
+    def flush(self, wait: bool = False) -> None:
+        """Run every queued unit and commit them together; with the write lock taken elsewhere,
+        try again shortly (or, with `wait`, wait for it in SQLite's busy handler)."""
+        if not self._queue:
             return
         try:
-            outcomes = self._run(queue)
-        except Exception as exc:  # BEGIN or COMMIT failed: nothing of the group was written
-            for _, done in queue:
-                if not done.done():
-                    done.set_exception(exc)
+            begun = self._begin(wait)
+        except Exception as exc:
+            self._fail(exc)
             return
+        if not begun:
+            now = time.monotonic()
+            self._locked_out_since = self._locked_out_since or now
+            if now - self._locked_out_since < self._busy_timeout_s:
+                asyncio.get_running_loop().call_later(LOCK_RETRY_S, self.flush)
+            else:
+                self._fail(sqlite3.OperationalError("database is locked"))
+            return
+        self._locked_out_since = None
+        queue, self._queue = self._queue, []
+        try:
+            outcomes = self._run(queue)
+        except Exception as exc:  # the commit failed: nothing of the group was written
+            outcomes = [(None, exc)] * len(queue)
         for (_, done), (result, error) in zip(queue, outcomes, strict=True):
             if done.done():
                 continue
@@ -62,23 +86,49 @@ class GroupCommit:
                 done.set_result(result)
 
     def close(self) -> None:
-        self.flush()
+        self.flush(wait=True)
         if self._connection is not None:
             self._connection.close()
             self._connection = None
 
-    def _run(
-        self, queue: list[tuple[Unit, asyncio.Future[Any]]]
-    ) -> list[tuple[Any, BaseException | None]]:
+    def _fail(self, error: Exception) -> None:
+        queue, self._queue = self._queue, []
+        self._locked_out_since = None
+        for _, done in queue:
+            if not done.done():
+                done.set_exception(error)
+
+    def _driver(self) -> sqlite3.Connection:
         if self._connection is None:
             self._connection = self._engine.connect()
+        raw = self._connection.connection.driver_connection
+        assert isinstance(raw, sqlite3.Connection)
+        return raw
+
+    def _begin(self, wait: bool) -> bool:
+        """BEGIN IMMEDIATE (the write lock); False if another connection holds it. On the driver's
+        connection: SQLAlchemy's autobegin emits nothing on SQLite, and its commit ends this."""
+        raw = self._driver()
+        if wait:
+            raw.execute("BEGIN IMMEDIATE")
+            return True
+        raw.execute("PRAGMA busy_timeout=0")
+        try:
+            raw.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode != sqlite3.SQLITE_BUSY:
+                raise
+            return False
+        finally:
+            raw.execute(f"PRAGMA busy_timeout={int(self._busy_timeout_s * 1000)}")
+        return True
+
+    def _run(self, queue: Queued) -> list[tuple[Any, BaseException | None]]:
+        """Each unit in a savepoint of the open transaction, then the commit."""
         conn = self._connection
-        raw = conn.connection.driver_connection
-        assert raw is not None
+        assert conn is not None
+        raw = self._driver()
         outcomes: list[tuple[Any, BaseException | None]] = []
-        # On the driver's connection: SQLAlchemy's autobegin emits nothing on SQLite, and its
-        # commit below ends this transaction (its own statement path costs more than the BEGIN).
-        raw.execute("BEGIN IMMEDIATE")
         try:
             for unit, _ in queue:
                 raw.execute("SAVEPOINT unit")
@@ -88,8 +138,12 @@ class GroupCommit:
                     raw.execute("ROLLBACK TO unit")
                     outcomes.append((None, exc))
                 raw.execute("RELEASE unit")
-            conn.commit()
+            conn.commit()  # SQLAlchemy's transaction, if a unit's statement began one
+            if raw.in_transaction:  # no unit ran a statement through SQLAlchemy
+                raw.commit()
         except BaseException:
             conn.rollback()
+            if raw.in_transaction:
+                raw.rollback()
             raise
         return outcomes
