@@ -8,7 +8,7 @@ sweep:   release holds past their expiry (a crashed process, a lost settlement) 
 from __future__ import annotations
 
 import secrets
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any, Literal
 
@@ -112,7 +112,7 @@ class LedgerStore:
                         model=model,
                         created_at=now,
                     )
-                    conn.execute(_HOLD, {**asdict(reservation), "expires_at": expires_at})
+                    conn.execute(_HOLD, {**_columns(reservation), "expires_at": expires_at})
                     return reservation
             return None
 
@@ -137,7 +137,7 @@ class LedgerStore:
                 if not conn.execute(_DEBIT[reservation.balance], debit).rowcount:
                     charge, status = 0, "unpaid"
             record = {
-                **asdict(entry),
+                **_columns(entry),
                 "status": status,
                 "cost_pico": charge,
                 "request_id": reservation.request_id,
@@ -203,6 +203,11 @@ class LedgerStore:
             )
             for r in rows
         ]
+
+
+def _columns(record: Reservation | LedgerEntry) -> dict[str, Any]:
+    """A record's fields as statement parameters (`dataclasses.asdict` deep-copies every value)."""
+    return {field.name: getattr(record, field.name) for field in fields(record)}
 
 
 def _reservation(row: Row[Any]) -> Reservation:
