@@ -4,9 +4,13 @@ Stores use one interface, `Database.begin()` / `Database.connect()`, yielding a 
 `execute` is awaited. On PostgreSQL that is SQLAlchemy's async connection. On SQLite it is a
 synchronous connection called on the event loop itself: a statement on a local file in WAL mode
 takes tens of microseconds, less than one hop to a driver thread, so the gateway spends about a
-quarter of the time per request it would with aiosqlite (docs/benchmarks.md). The price: a write
-waits while another process writes (the CLI, a second worker), blocking the loop meanwhile, which
-is why several gateway processes belong on PostgreSQL.
+quarter of the time per request it would with aiosqlite (docs/benchmarks.md). The price: such a
+write waits while another process writes (the CLI, a second worker), blocking the loop meanwhile,
+which is why several gateway processes belong on PostgreSQL.
+
+The hot path's holds and settlements use `Database.transact(unit)` instead: on SQLite the units of
+one turn of the event loop share a commit, and wait for another process's write without blocking
+the loop (storage/group_commit.py).
 """
 
 from __future__ import annotations
@@ -50,7 +54,7 @@ class _Inline:
 
 
 class Database:
-    """Transactions (`begin`) and reads (`connect`) on SQLite or PostgreSQL."""
+    """Transactions (`begin`, `transact`) and reads (`connect`) on SQLite or PostgreSQL."""
 
     def __init__(
         self, url: str, pool_size: int = 10, max_overflow: int = 20, autocheckpoint: bool = True
