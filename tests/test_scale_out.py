@@ -184,7 +184,9 @@ def test_one_rate_limit_for_both(pair: tuple[GatewayProcess, GatewayProcess]) ->
     assert sorted(int(r.headers["x-ratelimit-remaining-requests"]) for r in served) == list(
         range(limit)
     )
-    assert {r.request.url.port for r in served} == {a.port, b.port}
+    # Both processes answered, and together admitted only `limit`: one bucket. (Which of them admits
+    # the successes is a race: one may take them all.)
+    assert {r.request.url.port for r in responses} == {a.port, b.port}
 
 
 def test_a_key_revoked_through_one_is_refused_by_the_other(
