@@ -17,7 +17,9 @@ from openai import OpenAI
 from hanse.blueprints import pii
 from hanse.blueprints.models import parse_blueprint
 from hanse.blueprints.output import OutputGuard
+from hanse.blueprints.rules import text_rule
 from hanse.domain import ChoiceDelta, StreamEvent, Usage
+from hanse.errors import HanseError
 from tests.composition import (
     EMBEDDED,
     UPSTREAM,
@@ -351,3 +353,41 @@ def test_held_text_goes_out_even_without_a_finish_reason() -> None:
     events = asyncio.run(run())
     assert _text(events) == "Please mail me at [EMAIL]"
     assert isinstance(events[-1], Usage)
+
+
+# --- patterns run in linear time (RE2) ------------------------------------------------------------
+
+# Output patterns must be bounded (a stream holds back their width); these are, and still explode.
+CATASTROPHIC = ["(a|a){1,24}b", "(a{1,10}){1,20}b", "(a|aa){1,30}b", "(.{0,20}a){1,20}c"]
+
+
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize("pattern", CATASTROPHIC)
+def test_a_catastrophic_output_pattern_is_linear(pattern: str) -> None:
+    blueprint = {
+        "name": "g",
+        "railguards": {"output": [{"type": "deny_pattern", "pattern": pattern}]},
+    }
+    # Under a backtracking engine each of these takes minutes to hours on 40 chunks of "a"s.
+    events = _guarded(["a" * 50] * 40, blueprint)
+    assert _text(events) == "a" * 2000
+
+
+@pytest.mark.timeout(10)
+def test_a_catastrophic_input_pattern_is_linear() -> None:
+    rule = parse_blueprint(
+        {"name": "g", "railguards": {"input": [{"type": "deny_pattern", "pattern": "(a+)+b"}]}},
+        "",
+    ).railguards.input[0]
+    assert text_rule(rule, "no").spans("a" * 100_000, 0) == []
+
+
+@pytest.mark.parametrize("pattern", [r"(a)\1", "a(?=b)", "(?<!x)y"])
+def test_patterns_outside_re2_are_refused_when_checked(pattern: str) -> None:
+    blueprint = {
+        "name": "g",
+        "railguards": {"output": [{"type": "deny_pattern", "pattern": pattern}]},
+    }
+    with pytest.raises(HanseError) as raised:
+        parse_blueprint(blueprint, "")
+    assert "RE2" in str(raised.value.message)

@@ -208,3 +208,17 @@ def test_through_the_sdk(gateway: GatewayProcess, api_key: str) -> None:
     )
     assert raw.headers["x-hanse-structured-output"] == "fallback"
     assert json.loads(raw.parse().choices[0].message.content or "") == {"city": "Hamburg"}
+
+
+@pytest.mark.parametrize("ref", ["http://127.0.0.1:9/schema.json", "file:///etc/passwd"])
+def test_a_schema_reference_outside_it_is_refused(
+    gateway: GatewayProcess, api_key: str, upstream: ScriptedUpstream, ref: str
+) -> None:
+    schema = {"type": "object", "properties": {"city": {"$ref": ref}}}
+    fmt = {"type": "json_schema", "json_schema": {"name": "city", "schema": schema}}
+    response = post(gateway, api_key, model="json-valid", response_format=fmt)
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["code"].startswith("VALIDATION_")
+    assert "inside the schema" in error["message"]
+    assert upstream.received() == []

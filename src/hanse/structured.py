@@ -15,9 +15,6 @@ import re
 from collections.abc import AsyncGenerator
 from typing import Any, Literal
 
-from jsonschema.exceptions import best_match
-from jsonschema.validators import validator_for
-
 from hanse.config.schema import ModelConfig, RouteConfig
 from hanse.domain import (
     ChoiceDelta,
@@ -30,6 +27,7 @@ from hanse.domain import (
 )
 from hanse.errors import SCHEMA_NOT_MET, HanseError
 from hanse.providers.base import Provider
+from hanse.schema_validation import problem as schema_problem
 
 Mode = Literal["native", "fallback"]
 HEADER = "X-Hanse-Structured-Output"
@@ -129,12 +127,9 @@ def check(content: str | None, fmt: ResponseFormat) -> tuple[str | None, str | N
         return content, f"the answer is not valid JSON ({exc})"
     if fmt.type == "json_object" or fmt.schema is None:
         return text, None if isinstance(value, dict) else "the answer is not a JSON object"
-    validator = validator_for(fmt.schema)(fmt.schema)
-    error = best_match(validator.iter_errors(value))
-    if error is None:
-        return text, None
+    found = schema_problem(fmt.schema, value)
     # jsonschema quotes the offending value, which may be most of the answer.
-    return text, f"at `{error.json_path}`: {error.message}"[:_PROBLEM_CHARS]
+    return text, None if found is None else found[:_PROBLEM_CHARS]
 
 
 def instructions(fmt: ResponseFormat) -> str:

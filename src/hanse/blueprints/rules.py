@@ -39,7 +39,7 @@ class TextRule:
         """Non-overlapping, non-empty matches starting at `pos` or later, in text order."""
         if self.pattern is not None:
             found = [
-                Span(*m.span(), self.placeholder)
+                Span(m.start(), m.end(), self.placeholder)
                 for m in patterns.compile_pattern(self.pattern).finditer(text, pos)
                 if m.end() > m.start()
             ]

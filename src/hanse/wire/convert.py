@@ -15,6 +15,7 @@ from hanse.errors import (
     NOT_SUPPORTED_YET,
     HanseError,
 )
+from hanse.schema_validation import outside_reference
 from hanse.wire.request import (
     NOT_SUPPORTED_YET_FIELDS,
     AssistantMessage,
@@ -125,6 +126,12 @@ def _check(wire: ChatCompletionRequest) -> None:
                 raise _invalid(
                     "response_format.json_schema.schema", f"Not a valid JSON schema: {exc.message}"
                 ) from exc
+            outside = outside_reference(schema)
+            if outside is not None:
+                raise _invalid(
+                    "response_format.json_schema.schema",
+                    f"`$ref` must point inside the schema (start with `#`), not to {outside[:200]!r}.",
+                )
 
 
 def _check_tools(wire: ChatCompletionRequest) -> None:
