@@ -11,6 +11,7 @@ from __future__ import annotations
 import codecs
 import json
 import random
+import re
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -93,6 +94,18 @@ class LlamaEngine:
         self.n_ctx = n_ctx
         self.n_vocab = self.llama.n_vocab()
         self._seed_source = random.SystemRandom()
+
+    def check_grammar(self, grammar: str) -> None:
+        """Raise `GrammarRefused` when llama.cpp will not build a sampler for `grammar`.
+
+        llama.cpp answers a grammar it refuses with NULL; handing that on crashes the process, so
+        every grammar is built once here (it only reads the vocabulary) before a generation."""
+        sampler = llama_cpp.llama_sampler_init_grammar(
+            self._vocab, grammar.encode("utf-8"), b"root"
+        )
+        if not sampler:
+            raise GrammarRefused("llama.cpp refused the grammar built from this schema (too large)")
+        llama_cpp.llama_sampler_free(sampler)
 
     def prompt_tokens(self, messages: list[dict[str, Any]]) -> list[int]:
         """The chat template applied to `messages`, tokenized with the model's own tokenizer."""
@@ -207,6 +220,61 @@ def _stop_prefix_length(text: str, stops: list[str]) -> int:
 JSON_OBJECT_GRAMMAR: str = llama_grammar.JSON_GBNF
 
 
+# llama.cpp expands every bounded repetition into nested rules and refuses (a NULL sampler, which
+# llama-cpp-python would then use: SIGSEGV) past its own "sane defaults". Bounds above this limit
+# are refused before any conversion; see docs/security.md.
+GRAMMAR_REPETITION_LIMIT = 500
+GRAMMAR_SCHEMA_DEPTH_LIMIT = 64
+_BOUND_KEYS = ("maxLength", "minLength", "maxItems", "minItems", "maxProperties", "minProperties")
+_REGEX_COUNT = re.compile(r"\{\s*(\d+)\s*(?:,\s*(\d*)\s*)?\}")
+
+
+class GrammarRefused(ValueError):
+    """The schema or grammar cannot be enforced by llama.cpp; the request is at fault."""
+
+    def __init__(self, problem: str, param: str | None = None) -> None:
+        self.problem = problem
+        self.param = param
+        super().__init__(problem)
+
+
+def check_schema_bounds(schema: Any, limit: int = GRAMMAR_REPETITION_LIMIT) -> None:
+    """Refuse a schema whose lengths, item counts or pattern repetitions exceed `limit`."""
+    pending: list[tuple[Any, int]] = [(schema, 0)]
+    while pending:
+        node, depth = pending.pop()
+        if depth > GRAMMAR_SCHEMA_DEPTH_LIMIT:
+            raise GrammarRefused(f"the schema nests deeper than {GRAMMAR_SCHEMA_DEPTH_LIMIT}")
+        if isinstance(node, list):
+            pending.extend((item, depth + 1) for item in node)
+            continue
+        if not isinstance(node, dict):
+            continue
+        for key in _BOUND_KEYS:
+            value = node.get(key)
+            if isinstance(value, int | float) and not isinstance(value, bool) and value > limit:
+                raise GrammarRefused(
+                    f"`{key}` is {value}; the embedded model allows at most {limit}"
+                )
+        pattern = node.get("pattern")
+        if isinstance(pattern, str):
+            for match in _REGEX_COUNT.finditer(pattern):
+                counts = [int(n) for n in match.groups() if n]
+                if any(n > limit for n in counts):
+                    raise GrammarRefused(
+                        f"`pattern` repeats {max(counts)} times; the embedded model allows at most"
+                        f" {limit}"
+                    )
+        pending.extend((value, depth + 1) for value in node.values())
+
+
 def json_schema_grammar(schema: dict[str, Any]) -> str:
-    """The GBNF grammar that only admits JSON valid against `schema`."""
-    return str(llama_grammar.json_schema_to_gbnf(json.dumps(schema)))
+    """The GBNF grammar that only admits JSON valid against `schema`.
+
+    Raises `GrammarRefused` for a schema over the bounds or one the converter cannot handle
+    (recursive or remote `$ref`s, unknown features): never a bare converter exception."""
+    check_schema_bounds(schema)
+    try:
+        return str(llama_grammar.json_schema_to_gbnf(json.dumps(schema)))
+    except Exception as exc:  # RecursionError, KeyError, ValueError, AssertionError, ...
+        raise GrammarRefused(f"the grammar converter cannot express it: {str(exc)[:200]}") from exc

@@ -31,8 +31,10 @@ from hanse.domain import (
 from hanse.errors import INVALID_VALUE, HanseError
 from hanse.providers.collect import collect_stream
 from hanse.providers.llama_engine import (
+    GRAMMAR_REPETITION_LIMIT,
     JSON_OBJECT_GRAMMAR,
     Cancelled,
+    GrammarRefused,
     LlamaEngine,
     Outcome,
     Piece,
@@ -128,6 +130,11 @@ class LocalProvider:
         engine = self.engine
         tokens = engine.prompt_tokens(prompt_messages(request))
         grammar, tool_mode = self._grammar(request)
+        if grammar is not None and grammar is not JSON_OBJECT_GRAMMAR:
+            try:
+                engine.check_grammar(grammar)  # cheap, on the event loop: a NULL sampler crashes
+            except GrammarRefused as exc:
+                raise _refusal(exc, _grammar_param(request, tool_mode)) from exc
         room = engine.n_ctx - len(tokens)
         max_tokens = min(request.max_tokens or room, room)
         choices = [
@@ -153,7 +160,10 @@ class LocalProvider:
     def _grammar(request: InferenceRequest) -> tuple[str | None, str]:
         if request.tools and request.tool_choice not in ("none",):
             if request.tool_choice == "required" or request.forced_tool():
-                return json_schema_grammar(tool_call_schema(request)), "forced"
+                try:
+                    return json_schema_grammar(tool_call_schema(request)), "forced"
+                except GrammarRefused as exc:
+                    raise _refusal(exc, "tools") from exc
             return None, "auto"
         fmt = request.response_format
         if fmt is None or fmt.type == "text":
@@ -162,13 +172,8 @@ class LocalProvider:
             return JSON_OBJECT_GRAMMAR, "none"
         try:
             return json_schema_grammar(fmt.schema or {}), "none"
-        except Exception as exc:  # the converter raises bare exceptions on features it lacks
-            raise HanseError(
-                INVALID_VALUE,
-                "The embedded model's grammar cannot express this JSON schema.",
-                param="response_format.json_schema.schema",
-                details={"problem": str(exc)[:200]},
-            ) from exc
+        except GrammarRefused as exc:
+            raise _refusal(exc, "response_format.json_schema.schema") from exc
 
     def _run(self, plan: _Plan, cancelled: threading.Event, emit: Any) -> int | None:
         """Generate every choice; returns the tokens generated when cancelled midway, else None."""
@@ -186,6 +191,20 @@ class LocalProvider:
         except Exception as exc:
             emit(exc)
         return None
+
+
+def _grammar_param(request: InferenceRequest, tool_mode: str) -> str:
+    return "tools" if tool_mode == "forced" else "response_format.json_schema.schema"
+
+
+def _refusal(exc: GrammarRefused, param: str) -> HanseError:
+    """A schema the embedded model cannot enforce: the client's request is at fault (400)."""
+    return HanseError(
+        INVALID_VALUE,
+        f"The embedded model's grammar cannot express this JSON schema: {exc.problem}.",
+        param=param,
+        details={"problem": exc.problem, "limit": GRAMMAR_REPETITION_LIMIT},
+    )
 
 
 def _log_cancellation(job: asyncio.Future[int | None]) -> None:
