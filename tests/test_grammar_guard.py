@@ -76,8 +76,10 @@ def test_a_hostile_schema_is_a_400(gateway: GatewayProcess, api_key: str, name: 
     if name != "remote_ref":  # the request schema check refuses a remote `$ref` even earlier
         assert "grammar" in error["message"]
     assert gateway.process is not None and gateway.process.poll() is None
-    again = httpx.get(f"{gateway.base_url}/health", timeout=30)  # the process is alive
+    # The process is alive and the engine still generates.
+    again = _post(gateway, api_key, max_tokens=2)
     assert again.status_code == 200, again.text
+    assert again.json()["choices"][0]["finish_reason"] in ("length", "stop")
 
 
 def test_a_bounded_schema_converts() -> None:
