@@ -136,8 +136,8 @@ def test_good_config_loads(tmp_path: Path) -> None:
         (["inference.chat"], "inference.chat", True),
         (["inference.chat"], "inference.models", False),
         (["inference.models", "inference.chat"], "inference.chat", True),
-        ([], "inference.chat", True),
-        ([], "vault.read", True),
+        ([], "inference.chat", False),  # an explicitly empty list grants nothing
+        ([], "vault.read", False),
         (["vault.*"], "inference.chat", False),
         (["inference"], "inference.chat", False),
         (["inference.chat.extra"], "inference.chat", False),

@@ -76,9 +76,7 @@ def key_from_headers(headers: Mapping[str, str]) -> str:
 
 
 def scope_allows(scopes: Sequence[str], required: str) -> bool:
-    """`*` allows all, `family.*` any scope of that family, else an exact match; no scopes = full access."""
-    if not scopes:
-        return True
+    """`*` allows all, `family.*` any scope of that family, else an exact match; no scopes, nothing."""
     family = required.split(".", 1)[0]
     return any(s == "*" or s == required or s == f"{family}.*" for s in scopes)
 
