@@ -232,9 +232,8 @@ _REGEX_COUNT = re.compile(r"\{\s*(\d+)\s*(?:,\s*(\d*)\s*)?\}")
 class GrammarRefused(ValueError):
     """The schema or grammar cannot be enforced by llama.cpp; the request is at fault."""
 
-    def __init__(self, problem: str, param: str | None = None) -> None:
+    def __init__(self, problem: str) -> None:
         self.problem = problem
-        self.param = param
         super().__init__(problem)
 
 

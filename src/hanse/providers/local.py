@@ -134,7 +134,7 @@ class LocalProvider:
             try:
                 engine.check_grammar(grammar)  # cheap, on the event loop: a NULL sampler crashes
             except GrammarRefused as exc:
-                raise _refusal(exc, _grammar_param(request, tool_mode)) from exc
+                raise _refusal(exc, _grammar_param(tool_mode)) from exc
         room = engine.n_ctx - len(tokens)
         max_tokens = min(request.max_tokens or room, room)
         choices = [
@@ -193,7 +193,7 @@ class LocalProvider:
         return None
 
 
-def _grammar_param(request: InferenceRequest, tool_mode: str) -> str:
+def _grammar_param(tool_mode: str) -> str:
     return "tools" if tool_mode == "forced" else "response_format.json_schema.schema"
 
 
