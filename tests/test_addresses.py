@@ -14,6 +14,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from yarl import URL
 
+from hanse.config.limits import ImagesConfig
 from hanse.vision.addresses import AddressPolicy, literal_address, refusal_reason
 
 REFUSED_V4 = {
@@ -233,8 +234,29 @@ def test_an_allowed_cidr_admits_exactly_its_addresses(address: IPv4Address) -> N
 
 
 def test_an_allowed_host_is_compared_normalised() -> None:
-    policy = AddressPolicy(allow_hosts=["127.0.0.1", "Images.Internal."])
+    policy = AddressPolicy(allow_hosts=["127.0.0.1:8080", "Images.Internal."])
     assert url_reason("http://127.0.0.1:8080/x.png", policy) is None
     assert url_reason("http://IMAGES.internal/x.png", policy) is None
+    assert url_reason("https://images.internal./x.png", policy) is None
     assert url_reason("http://localhost/x.png", policy) == "loopback"
     assert url_reason("http://127.0.0.2/x.png", policy) == "loopback"
+
+
+def test_an_allowed_host_is_trusted_on_its_ports_only() -> None:
+    policy = AddressPolicy(
+        allow_hosts=["127.0.0.1", "10.0.0.5:8443", "[fd00::1]:8080", "any.internal:*"]
+    )
+    assert url_reason("http://127.0.0.1/x.png", policy) is None  # the default ports
+    assert url_reason("https://127.0.0.1/x.png", policy) is None
+    assert url_reason("http://127.0.0.1:6379/x.png", policy) == "loopback"  # Redis: not trusted
+    assert url_reason("https://10.0.0.5:8443/x.png", policy) is None
+    assert url_reason("https://10.0.0.5/x.png", policy) == "private"
+    assert url_reason("http://[fd00::1]:8080/x.png", policy) is None
+    assert url_reason("http://[fd00::1]:8081/x.png", policy) is not None
+    assert url_reason("http://any.internal:5432/x.png", policy) is None
+
+
+@pytest.mark.parametrize("entry", ["host:0", "host:65536", "host:http", "[::1]x", ":80"])
+def test_a_malformed_allowance_fails_at_start_up(entry: str) -> None:
+    with pytest.raises(ValueError, match=r"port|host|address"):
+        ImagesConfig(allow_hosts=(entry,))

@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from tests.harness import GatewayProcess, create_postgres_database
+from tests.upstream import USAGE, ScriptedUpstream
 
 ADMIN = "race-admin-token"
 PRICE_IN = Decimal("50")  # EUR per million input tokens; output is free, so cost == worst case
@@ -32,11 +33,30 @@ parameters_billion = {{ active = 0.135, total = 0.135 }}
 """
 PROMPT = [{"role": "user", "content": "Count from one to ten."}]
 K = 5
+# An upstream whose answers cost more than their hold: it reports USAGE whatever max_tokens says.
+OVERSHOOT = """
+[[providers]]
+id = "up"
+kind = "openai_compatible"
+base_url = "{base_url}"
+
+[[models]]
+id = "overshoot"
+context_length = 8192
+  [[models.routes]]
+  provider = "up"
+  upstream_model = "ok"
+  input_eur_per_million = "0"
+  output_eur_per_million = "1"
+"""
+PICO_PER_OUTPUT_TOKEN = 10**6
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def gateway(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    upstream: ScriptedUpstream,
 ) -> Iterator[GatewayProcess]:
     workdir = Path(tmp_path_factory.mktemp(request.param))
     env = {"HANSE_ADMIN_TOKEN": ADMIN}
@@ -44,7 +64,8 @@ def gateway(
         env["HANSE_DATABASE_URL"] = create_postgres_database()
     else:  # SQLite even in the PostgreSQL lane of CI: this test is about both engines
         env["HANSE_DATABASE_URL"] = f"sqlite:///{workdir / 'data' / 'hanse.db'}"
-    process = GatewayProcess(workdir, CONFIG, env=env).start()
+    config = CONFIG + OVERSHOOT.format(base_url=upstream.base_url)
+    process = GatewayProcess(workdir, config, env=env).start()
     yield process
     process.stop()
 
@@ -106,6 +127,51 @@ def test_exactly_the_affordable_requests_succeed(gateway: GatewayProcess) -> Non
     ).json()
     assert usage["totals"]["requests"] == K
     assert Decimal(usage["totals"]["cost"]["credits"]) == worst * K
+
+
+def test_costs_above_their_holds_never_overspend(gateway: GatewayProcess) -> None:
+    # Each answer holds one output token (max_tokens 1) but reports USAGE: settlement charges the
+    # exact cost, the hold plus what the balance still has, and records what it could not pay.
+    cost = USAGE["completion_tokens"] * PICO_PER_OUTPUT_TOKEN
+    funded = 3 * cost + cost // 2  # three answers and a half
+    _admin(gateway, "POST", "/accounts", json={"name": "over", "plan": "credits_only"})
+    _admin(gateway, "POST", "/accounts/over/topup", json={"credits": str(Decimal(funded) / 10**12)})
+    key = gateway.create_key(account="over")
+
+    async def storm() -> list[httpx.Response]:
+        async with httpx.AsyncClient(timeout=120) as client:
+            calls = [
+                client.post(
+                    f"{gateway.base_url}/v1/chat/completions",
+                    headers={"Authorization": f"Bearer {key}"},
+                    json={
+                        "model": "overshoot",
+                        "messages": PROMPT,
+                        "max_tokens": 1,
+                        "request_id": f"over-{i}",
+                    },
+                )
+                for i in range(4 * K)
+            ]
+            return await asyncio.gather(*calls)
+
+    responses = asyncio.run(storm())
+    answered = [r for r in responses if r.status_code == 200]
+    assert {r.status_code for r in responses} <= {200, 402}
+    assert len(answered) >= 4  # the funds cover three answers and a half, and holds are small
+    charged = sum(Decimal(r.json()["billing_cost"]["credits"]) * 10**12 for r in answered)
+    assert charged == funded  # every pico-euro, and not one more
+    [account] = gateway.sql("SELECT credits_pico FROM accounts WHERE name = 'over'")
+    assert account["credits_pico"] == 0
+    rows = gateway.sql(
+        "SELECT status, cost_pico, unpaid_pico FROM ledger WHERE request_id LIKE 'over-%'"
+    )
+    assert len(rows) == len(answered)
+    assert all(row["cost_pico"] + row["unpaid_pico"] == cost for row in rows)
+    assert sum(row["cost_pico"] for row in rows) == funded
+    assert "unpaid" in {row["status"] for row in rows} <= {"ok", "unpaid"}
+    assert sum(row["unpaid_pico"] for row in rows) == len(answered) * cost - funded
+    assert gateway.sql("SELECT count(*) AS n FROM reservations")[0]["n"] == 0
 
 
 def test_crash_mid_stream_releases_the_hold_once(tmp_path: Path) -> None:

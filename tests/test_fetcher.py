@@ -16,7 +16,7 @@ from tests.imageserver import PHOTO, ImageServer
 
 MAX_BYTES = 200_000
 LOOPBACK_ALLOWED = ImagesConfig(
-    allow_hosts=("127.0.0.1",), timeout_s=1.5, read_timeout_s=1.0, connect_timeout_s=1.0
+    allow_hosts=("127.0.0.1:*",), timeout_s=1.5, read_timeout_s=1.0, connect_timeout_s=1.0
 )
 
 
@@ -57,7 +57,7 @@ def test_an_allowed_cidr_admits_its_addresses(images: ImageServer) -> None:
 
 def test_an_allowed_host_name_is_resolved_once_and_pinned(images: ImageServer) -> None:
     # `localhost` comes from the hosts file: the lookup, the pin and the connection stay on loopback.
-    config = ImagesConfig(allow_hosts=("localhost",), connect_timeout_s=1.0)
+    config = ImagesConfig(allow_hosts=("localhost:*",), connect_timeout_s=1.0)
     assert fetch(images.url("/photo.jpg", host="localhost"), config) == PHOTO
     assert images.headers[0]["Host"] == f"localhost:{images.port}"
 

@@ -53,6 +53,17 @@ def test_the_document_is_served_without_a_key(document: dict[str, Any]) -> None:
         "/v1/models",
         "/v1/models/{model_id}",
         "/health",
+        "/v1/usage",
+        "/admin/keys",
+        "/admin/keys/{key_id}",
+        "/admin/accounts",
+        "/admin/accounts/{name}",
+        "/admin/accounts/{name}/topup",
+        "/v1/blueprints",
+        "/v1/blueprints/{item_id}",
+        "/v1/skills",
+        "/v1/skills/{item_id}",
+        "/v1/vault/rotate",
     }
     request = document["components"]["schemas"]["ChatCompletionRequest"]
     assert request["properties"]["messages"]["maxItems"] == 2048  # [limits] written in

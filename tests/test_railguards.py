@@ -18,7 +18,7 @@ from hanse.blueprints import pii
 from hanse.blueprints.models import parse_blueprint
 from hanse.blueprints.output import OutputGuard
 from hanse.blueprints.rules import text_rule
-from hanse.domain import ChoiceDelta, StreamEvent, Usage
+from hanse.domain import Choice, ChoiceDelta, Completion, StreamEvent, Usage
 from hanse.errors import HanseError
 from tests.composition import (
     EMBEDDED,
@@ -391,3 +391,50 @@ def test_patterns_outside_re2_are_refused_when_checked(pattern: str) -> None:
     with pytest.raises(HanseError) as raised:
         parse_blueprint(blueprint, "")
     assert "RE2" in str(raised.value.message)
+
+
+DENY_SECRET = {
+    "name": "g",
+    "railguards": {"output": [{"type": "deny_pattern", "pattern": "(?i)project moonshot"}]},
+}
+
+
+def _reasoned(pieces: list[str], blueprint: dict[str, Any]) -> list[StreamEvent]:
+    """A stream whose reasoning arrives in `pieces`, then one content piece, through the guard."""
+    guard = OutputGuard.of(parse_blueprint(blueprint, "").railguards)
+
+    async def run() -> list[StreamEvent]:
+        async def rest() -> AsyncGenerator[StreamEvent, None]:
+            for piece in pieces[1:]:
+                yield ChoiceDelta(0, reasoning=piece, service_tier="default")
+            yield ChoiceDelta(0, content="Done.", finish_reason="stop")
+            yield Usage(3, len(pieces) + 1)
+
+        first, events = guard.stream(ChoiceDelta(0, reasoning=pieces[0]), rest(), 3)
+        return [first] + [event async for event in events]
+
+    return asyncio.run(run())
+
+
+def test_reasoning_is_screened_like_content_in_a_stream() -> None:
+    events = _reasoned(["I recall proj", "ect moon", "shot is secret."], DENY_SECRET)
+    deltas = [e for e in events if isinstance(e, ChoiceDelta)]
+    assert deltas[-1].finish_reason == "blocked"
+    assert "moonshot" not in "".join(d.reasoning or "" for d in deltas)
+    clean = _reasoned(["Let me ", "think about ", "Lübeck."], DENY_SECRET)
+    clean_deltas = [e for e in clean if isinstance(e, ChoiceDelta)]
+    assert "".join(d.reasoning or "" for d in clean_deltas) == "Let me think about Lübeck."
+    assert "".join(d.content or "" for d in clean_deltas) == "Done."
+    assert any(d.service_tier == "default" for d in clean_deltas)  # other fields pass unchanged
+
+
+def test_reasoning_and_refusal_are_screened_in_a_whole_answer() -> None:
+    guard = OutputGuard.of(parse_blueprint(DENY_SECRET, "").railguards)
+    for field in ("reasoning", "refusal"):
+        choice = Choice(0, content="Fine.", finish_reason="stop")
+        setattr(choice, field, "About Project Moonshot: no.")
+        completion, status = guard.complete(Completion([choice], Usage(3, 4)))
+        assert status == "blocked"
+        assert completion.choices[0].finish_reason == "blocked"
+        assert completion.choices[0].reasoning is None
+        assert completion.choices[0].refusal is None

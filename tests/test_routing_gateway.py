@@ -4,11 +4,13 @@ fault, circuits and the time budget."""
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import openai
 import pytest
 from openai import OpenAI
@@ -448,7 +450,34 @@ def test_every_route_failing_is_3103_listing_attempts(
         {"route": "front", "reason": "server", "status": 500},
         {"route": "backup", "reason": "server", "status": 500},
     ]
+    assert caught.value.response.headers["x-hanse-attempts"] == "2"
     assert_no_leak(caught.value.response.text, upstreams)
+
+
+def test_failed_attempts_are_counted_in_metrics_by_reason(
+    client: OpenAI, gateway: GatewayProcess
+) -> None:
+    def failed(route: str, reason: str) -> float:
+        text = httpx.get(f"{gateway.base_url}/metrics", timeout=10).text
+        found = re.search(
+            rf'hanse_failed_attempts_total\{{model="all-500",reason="{reason}",route="{route}"\}} (\S+)',
+            text,
+        )
+        return float(found[1]) if found else 0.0
+
+    before = failed("front", "server"), failed("backup", "server")
+    with pytest.raises(openai.InternalServerError):
+        client.chat.completions.create(model="all-500", messages=HELLO)
+    assert (failed("front", "server"), failed("backup", "server")) == (
+        before[0] + 1,
+        before[1] + 1,
+    )
+
+
+def test_an_error_before_any_route_says_no_attempt(client: OpenAI) -> None:
+    with pytest.raises(openai.NotFoundError) as caught:
+        client.chat.completions.create(model="no-such-model", messages=HELLO)
+    assert caught.value.response.headers["x-hanse-attempts"] == "0"
 
 
 def test_every_route_rate_limited_is_3108(

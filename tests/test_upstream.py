@@ -432,15 +432,20 @@ def test_malformed_answer_is_3103(
 
 
 @pytest.mark.parametrize("stream", [False, True])
-def test_upstream_bad_request_is_3102_with_its_message(
+def test_upstream_bad_request_is_3102_with_its_code_not_its_text(
     gateway: GatewayProcess, api_key: str, upstream: ScriptedUpstream, stream: bool
 ) -> None:
     response = post(gateway, api_key, {"model": "up-bad-request", "stream": stream})
     error = error_of(response, upstream, 400)
     assert error["code"] == "INFERENCE_3102"
     assert error["type"] == "invalid_request_error"
-    assert "temperature is too spicy for this upstream" in error["message"]
-    assert error["details"]["provider_status"] == 400
+    assert error["message"] == "The provider rejected the request (HTTP 400, invalid_value)."
+    assert error["details"] == {
+        "provider_status": 400,
+        "provider_code": "invalid_value",
+        "provider_type": "invalid_request_error",
+    }
+    assert "spicy" not in response.text
 
 
 def test_upstream_bad_request_through_the_sdk(client: OpenAI) -> None:
@@ -448,7 +453,7 @@ def test_upstream_bad_request_through_the_sdk(client: OpenAI) -> None:
         client.chat.completions.create(model="up-bad-request", messages=HELLO)
     assert caught.value.status_code == 400
     assert caught.value.code == "INFERENCE_3102"
-    assert "too spicy" in caught.value.message
+    assert "invalid_value" in caught.value.message
 
 
 @pytest.mark.parametrize("stream", [False, True])
@@ -458,7 +463,8 @@ def test_content_filter_is_3208(
     response = post(gateway, api_key, {"model": "up-content-filter", "stream": stream})
     error = error_of(response, upstream, 400)
     assert error["code"] == "INFERENCE_3208"
-    assert "filtered" in error["details"]["provider_message"]
+    assert error["details"]["provider_code"] == "content_filter"
+    assert "policy" not in response.text
 
 
 def test_content_filter_through_the_sdk(client: OpenAI) -> None:
@@ -694,4 +700,6 @@ def test_upstream_secret_is_never_logged(gateway: GatewayProcess) -> None:
     # Runs last: by now every behaviour above has been through the gateway.
     log = gateway.log()
     assert "route primary failed" in log
+    # The upstream's 401 echoed the key: its text is logged, the key blanked.
+    assert "Incorrect API key provided: [redacted]" in log
     assert SECRET not in log

@@ -23,7 +23,7 @@ from tests.upstream import ScriptedUpstream
 
 LIMITS = "[limits]\nmax_image_bytes = 200000\nmax_images = 3\n\n"
 IMAGES = (
-    '[images]\nallow_hosts = ["127.0.0.1"]\nmax_side = 512\n'
+    '[images]\nallow_hosts = ["127.0.0.1:*"]\nmax_side = 512\n'
     "timeout_s = 1.5\nread_timeout_s = 1\nconnect_timeout_s = 1\n\n"
 )
 
@@ -35,8 +35,11 @@ def catalog(upstream_url: str, images: str = IMAGES) -> str:
         text += f'[[models]]\nid = "{model}"\ncontext_length = {context}\n'
         text += f"capabilities = {{ vision = {str(vision).lower()} }}\n"
         text += '[[models.routes]]\nprovider = "up"\nupstream_model = "ok"\n\n'
+    text += '[[models]]\nid = "priced-vision"\ncontext_length = 4096\ncapabilities = { vision = true }\n'
+    text += '[[models.routes]]\nprovider = "up"\nupstream_model = "ok"\n'
+    text += 'input_eur_per_million = "2"\noutput_eur_per_million = "6"\n\n'
     text += (
-        '[[models]]\nid = "tiny-vision"\ncontext_length = 300\ncapabilities = { vision = true }\n'
+        '[[models]]\nid = "tiny-vision"\ncontext_length = 270\ncapabilities = { vision = true }\n'
     )
     return text + '[[models.routes]]\nprovider = "up"\nupstream_model = "ok"\n'
 
@@ -267,6 +270,17 @@ def test_a_model_without_vision_refuses_before_any_fetch(
 ) -> None:
     response = ask(gateway, api_key, image(images.url("/photo.jpg")), model="text-only")
     assert (response.status_code, response.json()["error"]["code"]) == (400, "INFERENCE_3201")
+    assert images.connections == 0 and upstream.received() == []
+
+
+def test_an_account_that_cannot_pay_is_refused_before_any_fetch(
+    gateway: GatewayProcess, upstream: ScriptedUpstream, images: ImageServer
+) -> None:
+    broke = gateway.create_key(account="broke-vision")
+    urls = [image(images.url("/photo.jpg")) for _ in range(3)]
+    response = ask(gateway, broke, *urls, model="priced-vision")
+    assert response.status_code == 402
+    assert response.json()["error"]["code"] in ("BILLING_2001", "BILLING_2003")
     assert images.connections == 0 and upstream.received() == []
 
 

@@ -20,6 +20,9 @@ Several can run at once, each on its own port, one per provider.
     json-valid      a JSON answer ({"city": "Hamburg"}); json-fenced: the same in a ```json fence
     json-repair     prose, then valid JSON when the request is a repair (its last message asks again)
     json-never      prose, whatever it is asked
+
+A test may also give any upstream model a fixed answer (`canned[model] = Canned(...)`): a status,
+headers and a body, or the raw events of a stream, to play a provider that misbehaves exactly so.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ import socket
 import struct
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -51,10 +54,28 @@ class Received:
     body: dict[str, Any]
 
 
+@dataclass(frozen=True, slots=True)
+class Canned:
+    """A fixed answer. `body` (JSON-encoded unless bytes) answers a plain request; `events` (each
+    JSON-encoded unless bytes, sent as `data:` lines, then `[DONE]` when `done`) a stream, and a
+    stream request falls back to `body` when `events` is None. `cut` drops the connection after the
+    events instead of ending the body."""
+
+    status: int = 200
+    body: Any = None
+    events: list[Any] | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    content_type: str = "application/json"
+    done: bool = True
+    cut: bool = False
+
+
 class ScriptedUpstream:
     """A threaded HTTP server in the background; `base_url` ends in /v1."""
 
     def __init__(self) -> None:
+        # Fixed answers by upstream model, ahead of the scripted behaviours.
+        self.canned: dict[str, Canned] = {}
         self.requests: list[Received] = []
         # When set, every request is answered this way, whatever model it names.
         self.behaviour: str | None = None
@@ -183,6 +204,10 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _answer(self, model: str, body: dict[str, Any]) -> None:
         stream = bool(body.get("stream"))
+        canned = self.upstream.canned.get(model)
+        if canned is not None:
+            self._canned(canned, stream)
+            return
         if model.startswith("slow-"):
             time.sleep(int(model.removeprefix("slow-")) / 1000)
             model = "ok"
@@ -230,6 +255,28 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             content = "".join(self.upstream.pieces) if self.upstream.pieces else ANSWER
             self._json(200, _completion(model, {"role": "assistant", "content": content}, "stop"))
+
+    def _canned(self, canned: Canned, stream: bool) -> None:
+        if not stream or canned.events is None:
+            data = canned.body if isinstance(canned.body, bytes) else json.dumps(canned.body)
+            raw = data if isinstance(data, bytes) else data.encode()
+            self._send(canned.status, raw, canned.content_type, canned.headers)
+            return
+        self.send_response(canned.status)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Transfer-Encoding", "chunked")
+        for name, value in canned.headers.items():
+            self.send_header(name, value)
+        self.end_headers()
+        for event in canned.events:
+            data = event if isinstance(event, bytes) else json.dumps(event).encode()
+            self._write_chunk(b"data: " + data + b"\n\n")
+        if canned.cut:
+            self.close_connection = True
+            return
+        if canned.done:
+            self._write_chunk(b"data: [DONE]\n\n")
+        self._end_chunked()
 
     def _stall_body(self, model: str) -> None:
         answer = {"role": "assistant", "content": ANSWER}

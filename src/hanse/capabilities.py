@@ -11,6 +11,7 @@ from hanse.errors import (
     NO_VISION,
     HanseError,
 )
+from hanse.tokens import lower_bound
 
 
 def check_capabilities(model: ModelConfig, request: InferenceRequest) -> None:
@@ -54,21 +55,39 @@ def needed_capabilities(request: InferenceRequest) -> set[str]:
 
 
 def check_context(model: ModelConfig, request: InferenceRequest, input_tokens: int) -> None:
-    """INFERENCE_3207 when the input, plus the requested output, does not fit the context window."""
-    wanted = input_tokens + (request.max_tokens or 1)
-    if input_tokens >= model.context_length or wanted > model.context_length:
+    """INFERENCE_3207 when the input, plus the requested output, surely does not fit the context
+    window: an exact count, or the floor of an estimate, is over it. An estimate that is merely
+    over it goes to the provider, which knows its tokenizer."""
+    floor = lower_bound(input_tokens)
+    if floor >= model.context_length or floor + (request.max_tokens or 1) > model.context_length:
         raise HanseError(
             CONTEXT_EXCEEDED,
-            f"The input ({input_tokens} tokens)"
-            + (f" plus max_tokens ({request.max_tokens})" if request.max_tokens else "")
-            + f" does not fit the context window of `{model.id}` ({model.context_length} tokens).",
+            _overflow_message(model.context_length, input_tokens, request.max_tokens),
             param="messages",
             details={
                 "context_length": model.context_length,
-                "input_tokens": input_tokens,
+                "input_tokens": int(input_tokens),
                 "max_tokens": request.max_tokens,
+                "openai_code": "context_length_exceeded",
             },
         )
+
+
+def _overflow_message(context_length: int, input_tokens: int, max_tokens: int | None) -> str:
+    """OpenAI's own wording, which clients match on, with OpenAI's code at the end."""
+    head = f"This model's maximum context length is {context_length} tokens. However, "
+    if max_tokens:
+        head += (
+            f"you requested {input_tokens + max_tokens} tokens ({input_tokens} in the messages,"
+            f" {max_tokens} in the completion). Please reduce the length of the messages or"
+            " completion."
+        )
+    else:
+        head += (
+            f"your messages resulted in {input_tokens} tokens."
+            " Please reduce the length of the messages."
+        )
+    return head + " (context_length_exceeded)"
 
 
 def _has_images(request: InferenceRequest) -> bool:

@@ -15,6 +15,7 @@ FinishReason = Literal[
     "stop", "length", "tool_calls", "content_filter", "blocked", "blueprint_override"
 ]
 Logprobs = list[dict[str, Any]]
+UsageSource = Literal["reported", "counted", "estimated", "missing"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +54,9 @@ class InferenceRequest:
     top_logprobs: int | None = None
     reasoning_effort: str | None = None
     user: str | None = None
+    logit_bias: dict[int, int] | None = None  # token id -> bias in [-100, 100]
+    # Asked with the deprecated `functions`: the answer carries `function_call`, not `tool_calls`.
+    legacy_functions: bool = False
     # Estimated prompt tokens of the image parts (known once they are re-encoded).
     image_tokens: int = 0
 
@@ -75,10 +79,20 @@ class ToolCall:
 
 @dataclass(slots=True)
 class Usage:
-    """Token counts of one request (all choices together)."""
+    """Token counts of one request (all choices together).
+
+    `source` says where the counts come from: "reported" by the provider, "counted" with a
+    tokenizer, "estimated" from lengths, or "missing" when the provider sent no usage at all
+    (the counts are then 0 until the gateway counts them itself).
+    """
 
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    # Subsets the provider may report: prompt tokens served from its cache, completion
+    # tokens spent reasoning.
+    cached_prompt_tokens: int = 0
+    reasoning_tokens: int = 0
+    source: UsageSource = "reported"
 
     @property
     def total_tokens(self) -> int:
@@ -94,6 +108,9 @@ class Choice:
     finish_reason: FinishReason
     tool_calls: list[ToolCall] = field(default_factory=list)
     logprobs: Logprobs | None = None
+    # What the provider relays besides the answer: its reasoning text, and a refusal.
+    reasoning: str | None = None
+    refusal: str | None = None
 
 
 @dataclass(slots=True)
@@ -103,6 +120,7 @@ class Completion:
     choices: list[Choice]
     usage: Usage
     system_fingerprint: str | None = None
+    service_tier: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +143,20 @@ class ChoiceDelta:
     finish_reason: FinishReason | None = None
     logprobs: Logprobs | None = None
     system_fingerprint: str | None = None
+    reasoning: str | None = None
+    refusal: str | None = None
+    service_tier: str | None = None
+
+    def carries_answer(self) -> bool:
+        """Whether the delta holds any of the answer (not just a role or metadata)."""
+        return bool(
+            self.content
+            or self.tool_calls
+            or self.reasoning
+            or self.refusal
+            or self.logprobs
+            or self.finish_reason
+        )
 
 
 StreamEvent = ChoiceDelta | Usage

@@ -45,6 +45,9 @@ AUTH_ADMIN_REQUIRED = _entry("AUTH_1010", 401, _AUTH, "This operation needs the 
 AUTH_SCOPE = _entry("AUTH_1015", 403, _PERM, "The API key lacks the scope this endpoint needs.")
 VAULT_KEY_MISSING = _entry("AUTH_1030", 401, _AUTH, "This needs the vault key (`X-Vault-Key`).")
 VAULT_KEY_INVALID = _entry("AUTH_1031", 403, _PERM, "The vault key is invalid.")
+VAULT_KEY_THROTTLED = _entry(
+    "AUTH_1032", 429, _RATE, "Too many wrong vault keys; retry after `Retry-After`.", retryable=True
+)
 RATE_LIMITED = _entry(
     "AUTH_1028", 429, _RATE, "The account's rate limit is reached; retry later.", retryable=True
 )
@@ -72,7 +75,14 @@ NO_TOOLS = _entry("INFERENCE_3202", 400, _INVALID, "The model does not support f
 NO_LOGPROBS = _entry(
     "INFERENCE_3204", 400, _INVALID, "The model does not return log probabilities."
 )
-CONTEXT_EXCEEDED = _entry("INFERENCE_3207", 400, _INVALID, "The input exceeds the context window.")
+# The message keeps OpenAI's wording and names `context_length_exceeded` (OpenAI's code), which is
+# what LiteLLM ("maximum context length is") and langchain-openai look for in the error text.
+CONTEXT_EXCEEDED = _entry(
+    "INFERENCE_3207",
+    400,
+    _INVALID,
+    "The input exceeds the model's maximum context length (context_length_exceeded).",
+)
 CONTENT_FILTERED = _entry(
     "INFERENCE_3208", 400, _INVALID, "The provider's content filter refused it."
 )
@@ -110,6 +120,12 @@ VAULT_ITEM_NOT_FOUND = _entry(
 )
 METHOD_NOT_ALLOWED = _entry("VALIDATION_4050", 405, _INVALID, "Method not allowed on this path.")
 BODY_TOO_LARGE = _entry("VALIDATION_4130", 413, _INVALID, "The request body is too large.")
+REQUEST_TIMEOUT = _entry(
+    "VALIDATION_4080", 408, _INVALID, "The request did not arrive in time.", retryable=True
+)
+HEADERS_TOO_LARGE = _entry(
+    "VALIDATION_4310", 431, _INVALID, "The request line and headers are too large."
+)
 
 # The gateway itself.
 INTERNAL = _entry("SYSTEM_9001", 500, _SERVER, "Unexpected failure inside the gateway.", True)

@@ -14,6 +14,7 @@ from hanse.metering import Metering
 from hanse.metrics import Metrics
 from hanse.providers.registry import build_providers
 from hanse.ratelimits import RateLimiter
+from hanse.ratelimits.in_flight import InFlight
 from hanse.redislink import RedisLink
 from hanse.routing import Router
 from hanse.routing.health import BreakerSettings, InMemoryHealth
@@ -55,7 +56,9 @@ class Gateway:
         self.accounts = AccountStore(self.database)
         self.ledger = LedgerStore(self.database)
         self.billing = Billing(self.ledger, self.accounts, settings.reservation_ttl_s)
-        self.vault = Vault(VaultStore(self.database), settings.vault_scrypt_n)
+        self.vault = Vault(
+            VaultStore(self.database), settings.vault_scrypt_n, settings.vault_key_attempts
+        )
         self._sweeper: asyncio.Task[None] | None = None
         self.started = False  # providers started (the embedded model loaded): `/ready`
         self.providers = build_providers(catalog)
@@ -66,8 +69,9 @@ class Gateway:
         )
         breakers = BreakerSettings.from_config(catalog.routing)
         health = RedisHealth(self.redis, breakers) if self.redis else InMemoryHealth(breakers)
-        self.router = Router(catalog, self.providers, health)
         self.metrics = Metrics()
+        self.router = Router(catalog, self.providers, health, self.metrics)
+        self.in_flight = InFlight(catalog.rate_limits.max_in_flight)
         self.metering = Metering(self.billing, catalog, self.metrics, self.rate_limits)
         self.images = ImageInputs(catalog.limits, catalog.images)
 

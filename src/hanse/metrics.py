@@ -56,6 +56,12 @@ class Metrics:
             ["model", "route"],
             registry=self.registry,
         )
+        self.failed_attempts = Counter(
+            "hanse_failed_attempts",
+            "Provider attempts that failed, whether failover rescued the request or not",
+            ["model", "route", "reason"],
+            registry=self.registry,
+        )
         self.circuits = Gauge(
             "hanse_circuit_state",
             "Circuit breaker per route: 0 closed, 0.5 half-open, 1 open",

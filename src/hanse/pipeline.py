@@ -10,6 +10,7 @@ authenticate -> rate limits -> parse + validate (limits) -> blueprint (compose, 
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import time
 from collections.abc import AsyncIterator, Mapping
@@ -29,9 +30,15 @@ from hanse.metering import Meter
 from hanse.resolve import ResolvedModel, resolve_model
 from hanse.routing import Served
 from hanse.streaming import metered_fields, sse_stream
+from hanse.tokens import completion_texts
+from hanse.vision.content import image_parts
 from hanse.wire.convert import require_model, to_inference_request, to_provider_preferences
 from hanse.wire.request import parse_chat_request
 from hanse.wire.response import ChunkWriter, completion_body
+
+# Bodies up to this size are tokenised on the event loop (well under a millisecond); larger ones in a
+# thread, so that a huge prompt does not hold up everyone else's requests.
+_COUNT_ON_LOOP_BYTES = 64 * 1024
 
 
 @dataclass(slots=True)
@@ -42,7 +49,8 @@ class Trace:
     started: float = field(default_factory=time.perf_counter)
     account: str | None = None
     key_id: str | None = None
-    model: str | None = None
+    model: str | None = None  # as the client named it
+    catalog_model: str | None = None  # the catalog's id it resolved to
     route: str | None = None
     attempts: int = 0
     provider_s: float = 0.0  # spent waiting on providers (until the first event, for a stream)
@@ -76,7 +84,22 @@ async def chat_completions(
 ) -> ChatAnswer:
     principal = await authenticate(gateway, headers, trace)
     require_scope(principal, SCOPE_CHAT)
+    gateway.in_flight.enter(principal.account_id)  # counted until the answer (or stream) ends
+    try:
+        answer = await _serve(gateway, principal, headers, body, trace)
+    except BaseException:
+        gateway.in_flight.leave(principal.account_id)
+        raise
+    if answer.stream is None:
+        gateway.in_flight.leave(principal.account_id)
+    else:
+        answer.stream = gateway.in_flight.held(principal.account_id, answer.stream)
+    return answer
 
+
+async def _serve(
+    gateway: Gateway, principal: Principal, headers: Mapping[str, str], body: bytes, trace: Trace
+) -> ChatAnswer:
     wire = parse_chat_request(body)
     check_limits(wire, gateway.catalog.limits)
     if wire.request_id:
@@ -88,12 +111,19 @@ async def chat_completions(
 
     model = require_model(wire)
     resolved = resolve_model(gateway.catalog, model, wire.preset)
+    trace.catalog_model = resolved.model.id
     request = to_inference_request(wire, resolved.model.id)
     if composed.answer is not None:  # an input railguard blocked it, or an override answered
         return await _answer_directly(gateway, principal, composed.answer, request, resolved, trace)
     check_capabilities(resolved.model, request)
+    # Costly work ahead (fetching and decoding images, tokenising megabytes): can it pay at all?
+    if len(body) > _COUNT_ON_LOOP_BYTES or image_parts(request.messages):
+        await gateway.billing.require_funds(principal, resolved.model.routes)
     await gateway.images.prepare(request)  # fetch and re-encode images (the safe fetcher)
-    input_tokens = gateway.router.input_tokens(resolved.model, request)
+    if len(body) > _COUNT_ON_LOOP_BYTES:  # tokenising megabytes takes seconds: not on the loop
+        input_tokens = await asyncio.to_thread(gateway.router.input_tokens, resolved.model, request)
+    else:
+        input_tokens = gateway.router.input_tokens(resolved.model, request)
     check_context(resolved.model, request, input_tokens)
     plan = gateway.router.plan(
         resolved.model,
@@ -126,7 +156,11 @@ async def chat_completions(
         _record(trace, served, waited)
         first, events = composed.output.stream(first, events, input_tokens)
         writer = ChunkWriter(
-            id=response_id, created=created, model=model, include_usage=request.include_usage
+            id=response_id,
+            created=created,
+            model=model,
+            include_usage=request.include_usage,
+            legacy_functions=request.legacy_functions,
         )
         stream = sse_stream(
             first, events, writer, request, served, meter, input_tokens, trace.request_id
@@ -140,9 +174,17 @@ async def chat_completions(
         await meter.fail()
         raise
     _record(trace, served, waited)
+    generated = completion_texts(completion)  # counted when the provider reported no usage
     completion, status = composed.output.complete(completion)
-    impact, charge = await meter.close(status, served.route, completion.usage)
-    body_out = completion_body(completion, id=response_id, created=created, model=model)
+    impact, charge = await meter.close(status, served.route, completion.usage, generated)
+    completion.usage = meter.usage or completion.usage
+    body_out = completion_body(
+        completion,
+        id=response_id,
+        created=created,
+        model=model,
+        legacy_functions=request.legacy_functions,
+    )
     body_out.update(metered_fields(impact, charge))
     return ChatAnswer(body=body_out, headers=_headers(served))
 

@@ -28,6 +28,8 @@ class Settings(BaseSettings):
     sweep_interval_s: float = 30.0
     # scrypt cost for new vaults and rotations (a power of two; each account records its own).
     vault_scrypt_n: int = 2**15
+    # Wrong X-Vault-Key tries a client may make per account before each next one waits (vault/throttle.py).
+    vault_key_attempts: int = Field(default=5, ge=1)
     # Where the gateway runs (ISO alpha-2): the location of answers no model produced.
     location: str = Field(default="DE", pattern=r"^[A-Z]{2}$")
     # PostgreSQL connections each process may hold: the pool, and how many more under bursts.
@@ -39,6 +41,13 @@ class Settings(BaseSettings):
     redis_timeout_s: float = Field(default=0.5, gt=0, le=30)
     # Redis unreachable: `open` falls back to per-process limits, `closed` refuses (SYSTEM_9003).
     rate_limit_fallback: Literal["open", "closed"] = "open"
+    # Open connections and requests per process before new requests get a 503 (uvicorn's limit).
+    max_connections: int = Field(default=2048, ge=1)
+    # Each connection (hanse.http.protocol): request line + headers, and how long they and the
+    # body may take to arrive.
+    max_header_bytes: int = Field(default=64 * 1024, ge=1024, le=16 * 1024 * 1024)
+    header_timeout_s: float = Field(default=10.0, gt=0, le=600)
+    body_timeout_s: float = Field(default=60.0, gt=0, le=3600)
     # On SIGTERM: how long in-flight requests and streams may finish before they are cut.
     shutdown_timeout_s: int = Field(default=30, ge=0)
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 from hanse.billing import Charge
-from hanse.domain import InferenceRequest, StreamEvent, Usage
+from hanse.domain import ChoiceDelta, InferenceRequest, StreamEvent, Usage
 from hanse.errors import INTERNAL, HanseError
 from hanse.impact import Impact
 from hanse.metering import Meter
@@ -43,13 +44,15 @@ async def sse_stream(
     can carry `environment_impact` and `billing_cost` without delaying any content.
     """
     held: dict[str, Any] | None = None
-    delivered = 0  # content pieces sent: what a cut stream costs
+    delivered: list[str] = []  # the pieces sent: counted when no usage comes, or the stream is cut
     status = "ok"  # or `blocked`, when an output railguard ended the stream
+    deadline = meter.stream_deadline()
     try:
         event: StreamEvent | None = first
         while event is not None:
             if isinstance(event, Usage):
-                impact, charge = await meter.close(status, served.route, event)
+                impact, charge = await meter.close(status, served.route, event, delivered)
+                event = meter.usage or event  # counted by the gateway where the provider did not
                 if request.include_usage or held is None:
                     if held is not None:
                         yield sse_event(held)
@@ -59,6 +62,7 @@ async def sse_stream(
                 held = None
             else:
                 status = "blocked" if event.finish_reason == "blocked" else status
+                delivered += _texts(event)
                 for chunk in writer.chunks(event):
                     if held is not None:
                         yield sse_event(held)
@@ -66,21 +70,35 @@ async def sse_stream(
                     if chunk["choices"] and chunk["choices"][0]["finish_reason"]:
                         held = chunk
                     else:
-                        delivered += 1 if event.content or event.tool_calls else 0
                         yield sse_event(chunk)
-            event = await anext(events, None)
+            try:
+                async with asyncio.timeout_at(deadline) as bound:
+                    event = await anext(events, None)
+            except TimeoutError as exc:
+                if not bound.expired():
+                    raise
+                raise meter.overran() from exc
         yield DONE
     except Exception as exc:
         error = _late_error(exc, served, trace_request_id)
         if held is not None:
             yield sse_event(held)
         if not meter.closed:
-            await meter.close("cut", served.route, Usage(input_tokens, delivered))
+            await meter.close("cut", served.route, Usage(source="missing"), delivered)
         yield sse_event(error.body())
     finally:
         if not meter.closed:  # the client went away: charge what it was sent
-            await meter.close("cancelled", served.route, Usage(input_tokens, delivered))
+            await meter.close("cancelled", served.route, Usage(source="missing"), delivered)
         await events.aclose()
+
+
+def _texts(delta: ChoiceDelta) -> list[str]:
+    """What a delta delivers that the model generated: text, reasoning, tool-call names and
+    arguments."""
+    texts = [text for text in (delta.content, delta.refusal, delta.reasoning) if text]
+    for call in delta.tool_calls or []:
+        texts += [text for text in (call.name, call.arguments) if text]
+    return texts
 
 
 def _late_error(exc: Exception, served: Served, request_id: str) -> HanseError:

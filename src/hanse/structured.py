@@ -4,7 +4,8 @@ Melious's fallback: the schema goes into the system prompt, the answer is valida
 an answer that fails is repaired once: one more call that shows the model its answer and the
 validation error. An answer that still fails is INFERENCE_3209. Routes that enforce the format
 natively (a grammar, an upstream's own json_schema) are always ranked first; the response's
-`X-Hanse-Structured-Output` header says which way was taken.
+`X-Hanse-Structured-Output` header says which way was taken. A native route's answer is held to
+the same check (`native_problem`): a grammar cannot express every keyword.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any, Literal
 
 from hanse.config.schema import ModelConfig, RouteConfig
 from hanse.domain import (
+    Choice,
     ChoiceDelta,
     Completion,
     InferenceRequest,
@@ -28,6 +30,7 @@ from hanse.domain import (
 from hanse.errors import SCHEMA_NOT_MET, HanseError
 from hanse.providers.base import Provider
 from hanse.schema_validation import problem as schema_problem
+from hanse.tokens import estimate_text_tokens
 
 Mode = Literal["native", "fallback"]
 HEADER = "X-Hanse-Structured-Output"
@@ -54,9 +57,21 @@ def extra_input_tokens(request: InferenceRequest, input_tokens: int, per_choice:
     """The most input tokens the fallback adds: the schema on the first call, then one repair per
     choice, each with the prompt, the schema, the failed answer and the error."""
     fmt = request.response_format
-    schema_tokens = len(json.dumps(fmt.schema)) // 4 if fmt and fmt.schema else 0
+    schema = json.dumps(fmt.schema, ensure_ascii=False) if fmt and fmt.schema else ""
+    schema_tokens = estimate_text_tokens(schema)
     first = schema_tokens + REPAIR_OVERHEAD_TOKENS
     return first + request.n * (input_tokens + per_choice + first)
+
+
+def _add_usage(total: Usage, more: Usage) -> None:
+    """`more` added into `total`; missing usage on either call makes the sum missing (the meter
+    then counts what was delivered rather than charge a partial figure)."""
+    total.prompt_tokens += more.prompt_tokens
+    total.completion_tokens += more.completion_tokens
+    total.cached_prompt_tokens += more.cached_prompt_tokens
+    total.reasoning_tokens += more.reasoning_tokens
+    if more.source == "missing":
+        total.source = "missing"
 
 
 async def complete(
@@ -67,7 +82,7 @@ async def complete(
     assert fmt is not None
     asked = _prompted(request, fmt, json_mode=_native(model, route, "json_object"))
     first = await provider.complete(asked, route)
-    usage = Usage(first.usage.prompt_tokens, first.usage.completion_tokens)
+    usage = dataclasses.replace(first.usage)  # every field kept: cached, reasoning, source
     choices = []
     for choice in first.choices:
         if choice.tool_calls:  # a tool call is a valid answer when tools were offered
@@ -75,9 +90,8 @@ async def complete(
             continue
         text, problem = check(choice.content, fmt)
         if problem is not None:
-            repaired = await provider.complete(_repair(asked, choice.content, problem), route)
-            usage.prompt_tokens += repaired.usage.prompt_tokens
-            usage.completion_tokens += repaired.usage.completion_tokens
+            repaired = await provider.complete(repair(asked, choice.content, problem), route)
+            _add_usage(usage, repaired.usage)
             answer = repaired.choices[0] if repaired.choices else choice
             text, problem = check(answer.content, fmt)
             if problem is not None:
@@ -132,6 +146,42 @@ def check(content: str | None, fmt: ResponseFormat) -> tuple[str | None, str | N
     return text, None if found is None else found[:_PROBLEM_CHARS]
 
 
+def native_problem(request: InferenceRequest, choice: Choice, *, forced_tool: bool) -> str | None:
+    """What is wrong with a choice a route claims to have enforced (None: valid).
+
+    Under a forced tool call, every call's arguments must match its function's `parameters`;
+    otherwise the content must match `response_format`. A choice cut by `length` cannot be whole
+    JSON and is not checked (OpenAI returns it as it is, too)."""
+    if choice.finish_reason == "length":
+        return None
+    if forced_tool:
+        if not choice.tool_calls:
+            return "the answer is not a tool call"
+        for call in choice.tool_calls:
+            found = arguments_problem(request, call.name, call.arguments)
+            if found is not None:
+                return found
+        return None
+    fmt = request.response_format
+    if fmt is None or fmt.type == "text" or choice.tool_calls:
+        return None
+    return check(choice.content, fmt)[1]
+
+
+def arguments_problem(request: InferenceRequest, name: str, arguments: str) -> str | None:
+    """What is wrong with a call's `arguments` against its function's `parameters` (None: valid)."""
+    try:
+        value = json.loads(arguments)
+    except ValueError as exc:
+        return f"the arguments of `{name}` are not valid JSON ({exc})"
+    for tool in request.tools:
+        function = tool["function"]
+        if function["name"] == name:
+            found = schema_problem(function.get("parameters") or {"type": "object"}, value)
+            return None if found is None else f"`{name}` {found}"[:_PROBLEM_CHARS]
+    return f"`{name}` is not one of the offered functions"
+
+
 def instructions(fmt: ResponseFormat) -> str:
     """What the system prompt gains on a fallback route."""
     if fmt.type == "json_object" or fmt.schema is None:
@@ -163,7 +213,8 @@ def _prompted(
     )
 
 
-def _repair(asked: InferenceRequest, answer: str | None, problem: str) -> InferenceRequest:
+def repair(asked: InferenceRequest, answer: str | None, problem: str) -> InferenceRequest:
+    """`asked` once more, with the failed answer and what is wrong with it; one choice."""
     messages: list[dict[str, Any]] = [
         *asked.messages,
         {"role": "assistant", "content": answer or ""},

@@ -14,7 +14,10 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def parse_time(value: str | None, param: str, default: datetime) -> datetime:
-    """ISO 8601 (UTC when no offset is given) or unix seconds; `default` when absent."""
+    """ISO 8601 (UTC when no offset is given) or unix seconds; `default` when absent.
+
+    The result is in UTC, as the ledger stores times: an offset is applied, never dropped. A time
+    whose UTC form falls outside years 1-9999 is refused, not left for the database to fail on."""
     if value is None or value == "":
         return default
     try:
@@ -23,14 +26,14 @@ def parse_time(value: str | None, param: str, default: datetime) -> datetime:
             if value.replace(".", "", 1).isdigit()
             else datetime.fromisoformat(value)
         )
+        return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).astimezone(UTC)
     except (ValueError, OverflowError) as exc:
         raise HanseError(
             INVALID_VALUE,
-            f"`{param}` must be an ISO 8601 time or unix seconds.",
+            f"`{param}` must be an ISO 8601 time or unix seconds, in years 1-9999 (UTC).",
             param=param,
             details={"parameter": param},
         ) from exc
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 async def usage_report(

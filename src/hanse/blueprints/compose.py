@@ -6,13 +6,16 @@ render  the system template with the request's variables (checked against the de
 skills  instructions appended to the system message, tools merged (a name clash is an error)
 params  `defaults` fill what the request left out; `locked` always wins (model included)
 screen  input railguards; a block, or else a matching override, is the answer (no model call)
+
+What comes from the vault is secret: an error about a vault item names its parameter
+(`blueprint_id`, `skill_ids[1]`) and its id, never its content, and nothing here logs.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from hanse.auth import SCOPE_VAULT_READ, Principal, require_scope
 from hanse.blueprints import template
@@ -27,8 +30,10 @@ from hanse.blueprints.models import (
 )
 from hanse.blueprints.output import OutputGuard
 from hanse.errors import INVALID_VALUE, HanseError
-from hanse.vault.service import VAULT_KEY_HEADER, Vault, VaultSession, not_found
+from hanse.vault.service import VAULT_KEY_HEADER, Vault, VaultSession, not_found, vault_clients
 from hanse.wire.request import ChatCompletionRequest, SystemMessage, Tool
+
+_Item = TypeVar("_Item", Blueprint, Skill)
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,25 +61,36 @@ class Composed:
 class _VaultAccess:
     """Unlocks the vault on first use only: inline blueprints and skills need no key."""
 
-    def __init__(self, vault: Vault, principal: Principal, headers: Mapping[str, str]) -> None:
+    def __init__(
+        self, vault: Vault, principal: Principal, headers: Mapping[str, str], address: str | None
+    ) -> None:
         self._vault, self._principal, self._headers = vault, principal, headers
+        self._address = address
         self._session: VaultSession | None = None
 
     async def load(self, kind: Literal["blueprint", "skill"], item_id: str) -> dict[str, Any]:
         if self._session is None:
             require_scope(self._principal, SCOPE_VAULT_READ)
             key = self._headers.get(VAULT_KEY_HEADER.lower())
-            self._session = await self._vault.unlock(self._principal.account_id, key)
+            clients = vault_clients(self._principal.key_id, self._address)
+            self._session = await self._vault.unlock(
+                self._principal.account_id, key, clients=clients
+            )
         if not is_item_id(item_id):
             raise not_found(kind, item_id)
         return (await self._session.get(kind, item_id)).data
 
 
 async def apply_blueprint(
-    vault: Vault, principal: Principal, headers: Mapping[str, str], wire: ChatCompletionRequest
+    vault: Vault,
+    principal: Principal,
+    headers: Mapping[str, str],
+    wire: ChatCompletionRequest,
+    address: str | None = None,
 ) -> Composed:
-    """The composed request; unchanged when it names no blueprint and no skill."""
-    access = _VaultAccess(vault, principal, headers)
+    """The composed request; unchanged when it names no blueprint and no skill. `address`, the
+    client's, counts its wrong vault keys apart from other clients of the same API key."""
+    access = _VaultAccess(vault, principal, headers, address)
     blueprint = await _blueprint(access, wire)
     skills = await _skills(access, wire, blueprint)
     if blueprint is None and not skills:
@@ -109,7 +125,8 @@ async def _blueprint(access: _VaultAccess, wire: ChatCompletionRequest) -> Bluep
     if wire.blueprint_config is not None:
         return parse_blueprint(wire.blueprint_config, "blueprint_config.")
     if wire.blueprint_id is not None:
-        return parse_blueprint(await access.load("blueprint", wire.blueprint_id), "blueprint.")
+        data = await access.load("blueprint", wire.blueprint_id)
+        return _stored(parse_blueprint, data, "blueprint_id", wire.blueprint_id)
     return None
 
 
@@ -124,23 +141,41 @@ async def _skills(
     for param, item_id in ids.items():
         if item_id not in seen:
             seen.add(item_id)
-            skills.append((param, parse_skill(await access.load("skill", item_id), "skill.")))
+            data = await access.load("skill", item_id)
+            skills.append((param, _stored(parse_skill, data, param, item_id)))
     for index, config in enumerate(wire.skill_configs or []):
         prefix = f"skill_configs[{index}]"
         skills.append((prefix, parse_skill(config, prefix + ".")))
     return skills
 
 
+def _stored(parse: Callable[[Any, str], _Item], data: Any, param: str, item_id: str) -> _Item:
+    """A vault item parsed again; checked when written, it fails only if the rules have changed
+    since. The error names the item, not what in it failed, which could quote its content."""
+    try:
+        return parse(data, "")
+    except HanseError:
+        raise _invalid(
+            param,
+            f"The stored item `{item_id}` no longer passes the checks: read it, fix it and write "
+            "it again.",
+        ) from None
+
+
 def _merge_tools(tools: list[Tool] | None, skills: list[tuple[str, Skill]]) -> list[Tool] | None:
+    """The request's tools, then each skill's; a name already taken is an error naming the
+    skill's parameter and the tool's index, and the name itself only for an inline skill (a vault
+    skill's tool names are its secret content)."""
     merged = list(tools or [])
     for param, skill in skills:
-        for tool in skill.tools:
+        for index, tool in enumerate(skill.tools):
             name = tool.function.name
             if any(t.function.name == name for t in merged):
+                which = f"`{name}`" if param.startswith("skill_configs") else f"number {index}"
                 raise _invalid(
                     param,
-                    f"The skill `{skill.name}` adds the tool `{name}`, which the request or "
-                    "another skill already has.",
+                    f"The tool {which} of the skill `{param}` has a name that the request or "
+                    "another skill already uses.",
                 )
             merged.append(tool)
     return merged or None

@@ -1,18 +1,25 @@
 """What the client sent, seen through a blueprint: variables, input railguards, overrides.
 
-Input railguards run on the text of every message the client sent (string content and text parts,
-not tool-call arguments or images) and on the variables' values, which reach the model through
+Input railguards run on every text of every message the client sent (contents, refusals, names,
+tool calls and their results: texts.py) and on the variables' values, which reach the model through
 the system message. The blueprint's own text (system, skills) is the author's and is not screened.
+
+Rules read each text normalised (normalise.py), so invisible or full-width characters do not hide a
+phrase. A text no rule changed goes on exactly as the client wrote it; a text a redaction changed
+goes on in its normalised form, placeholders in place (spans in the normal form have no exact
+counterpart in the original). A redaction in an identifier blocks instead: a placeholder would
+break the id or function name.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 from hanse.blueprints import patterns, template
 from hanse.blueprints.models import MaxInputTokens, Override, Railguards, Variable
+from hanse.blueprints.normalise import normalise
 from hanse.blueprints.rules import INPUT_BLOCKED, scan, text_rule
+from hanse.blueprints.texts import rewrite, texts
 from hanse.errors import INVALID_VALUE, MISSING_FIELD, UNKNOWN_PARAMETER, HanseError
 from hanse.tokens import estimate_text_tokens, estimate_tokens
 from hanse.wire.request import Message, TextPart, UserMessage
@@ -63,7 +70,12 @@ class Screened:
 
 def screen(railguards: Railguards, messages: list[Message], values: dict[str, str]) -> Screened:
     """Run the input railguards in order: the first block wins; redactions accumulate."""
-    texts = [text for message in messages for text in _texts(message)] + list(values.values())
+    if not railguards.input:
+        return Screened(messages, values)
+    slots = [slot for message in messages for slot in texts(message)]
+    slots += [(value, False) for value in values.values()]
+    normal = [normalise(text) for text, _ in slots]
+    seen = list(normal)  # what the rules read, redactions applied
     for rule in railguards.input:
         if isinstance(rule, MaxInputTokens):
             count = estimate_tokens([m.model_dump(exclude_none=True) for m in messages]) + sum(
@@ -73,13 +85,20 @@ def screen(railguards: Railguards, messages: list[Message], values: dict[str, st
                 return Screened(messages, values, rule.message or INPUT_BLOCKED)
             continue
         compiled = text_rule(rule, INPUT_BLOCKED)
-        for index, text in enumerate(texts):
+        for index, text in enumerate(seen):
             result = scan([compiled], text)
             if result.blocked is not None:
                 return Screened(messages, values, result.blocked.message)
-            texts[index] = result.text
-    replaced = iter(texts)
-    messages = [_with_texts(message, replaced) for message in messages]
+            if result.text != text and slots[index][1]:
+                return Screened(messages, values, compiled.message)
+            seen[index] = result.text
+    if seen == normal:
+        return Screened(messages, values)
+    replaced = iter(
+        after if after != before else text
+        for (text, _), before, after in zip(slots, normal, seen, strict=True)
+    )
+    messages = [rewrite(message, lambda _text, _id: next(replaced)) for message in messages]
     return Screened(messages, {name: next(replaced) for name in values})
 
 
@@ -102,16 +121,3 @@ def _texts(message: Message) -> list[str]:
     if isinstance(content, str):
         return [content]
     return [part.text for part in content or [] if isinstance(part, TextPart)]
-
-
-def _with_texts(message: Message, texts: Iterator[str]) -> Message:
-    content = message.content
-    if isinstance(content, str):
-        return message.model_copy(update={"content": next(texts)})
-    if not content:
-        return message
-    parts = [
-        part.model_copy(update={"text": next(texts)}) if isinstance(part, TextPart) else part
-        for part in content
-    ]
-    return message.model_copy(update={"content": parts})

@@ -9,6 +9,7 @@ until then is charged as for a cut stream. Tool-call arguments are not screened.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 
@@ -17,6 +18,7 @@ from hanse.blueprints.rules import OUTPUT_BLOCKED, TextRule, scan, text_rule
 from hanse.domain import ChoiceDelta, Completion, StreamEvent, Usage
 
 _CONTEXT = 1000  # released text kept for the lookbehinds of later matches
+SCREENED = ("content", "reasoning", "refusal")  # the texts of a choice the output rules see
 
 
 @dataclass(slots=True)
@@ -25,7 +27,6 @@ class _ChoiceText:
 
     text: str = ""
     released: int = 0
-    finished: bool = False
 
     def feed(self, rules: list[TextRule], hold: int, piece: str, final: bool) -> str | TextRule:
         """What may go out now, or the rule that blocks."""
@@ -53,16 +54,20 @@ class OutputGuard:
     def complete(self, completion: Completion) -> tuple[Completion, str]:
         """The answer screened, and its ledger status (`ok` or `blocked`)."""
         status = "ok"
-        for choice in completion.choices:
-            if not self.rules or choice.content is None:
-                continue
-            result = scan(self.rules, choice.content)
-            if result.blocked is None:
-                choice.content = result.text
-                continue
-            status = "blocked"
-            choice.content, choice.finish_reason = result.blocked.message, "blocked"
-            choice.tool_calls, choice.logprobs = [], None
+        for choice in completion.choices if self.rules else []:
+            for name in SCREENED:
+                text = getattr(choice, name)
+                if text is None:
+                    continue
+                result = scan(self.rules, text)
+                if result.blocked is None:
+                    setattr(choice, name, result.text)
+                    continue
+                status = "blocked"
+                choice.content, choice.finish_reason = result.blocked.message, "blocked"
+                choice.tool_calls, choice.logprobs = [], None
+                choice.reasoning = choice.refusal = None
+                break
         return completion, status
 
     def stream(
@@ -71,58 +76,88 @@ class OutputGuard:
         """The stream screened; its first event (the role chunk) goes out without waiting."""
         if not self.rules or not isinstance(first, ChoiceDelta):
             return first, events
-        opening = ChoiceDelta(index=first.index, system_fingerprint=first.system_fingerprint)
+        opening = ChoiceDelta(
+            index=first.index,
+            system_fingerprint=first.system_fingerprint,
+            service_tier=first.service_tier,
+        )
         return opening, self._screened(first, events, input_tokens)
 
     async def _screened(
         self, first: ChoiceDelta, events: AsyncGenerator[StreamEvent, None], input_tokens: int
     ) -> AsyncGenerator[StreamEvent, None]:
         hold = max(rule.width for rule in self.rules)
-        choices: dict[int, _ChoiceText] = {}
-        received = 0  # content pieces the model produced: what a blocked stream costs
+        texts: dict[tuple[int, str], _ChoiceText] = {}
+        finished: set[int] = set()
+        received = 0  # pieces of text the model produced: what a blocked stream costs
         event: StreamEvent | None = first
         try:
             while event is not None:
                 if isinstance(event, Usage):
                     # A choice the provider left without a finish reason still gets its held text.
-                    for index, state in sorted(choices.items()):
-                        if state.finished:
-                            continue
-                        out = state.feed(self.rules, hold, "", final=True)
+                    for index in sorted({index for index, _ in texts} - finished):
+                        out = self._feed(texts, index, hold, ChoiceDelta(index=index), final=True)
                         if isinstance(out, TextRule):
-                            for delta in self._block(index, out, choices):
+                            for delta in self._block(index, out, texts, finished):
                                 yield delta
                             break
-                        state.finished = True
-                        yield ChoiceDelta(index=index, content=out or None)
+                        finished.add(index)
+                        yield out
                     yield event
                 else:
-                    state = choices.setdefault(event.index, _ChoiceText())
-                    received += 1 if event.content else 0
+                    received += 1 if any(getattr(event, n) for n in SCREENED) else 0
                     final = event.finish_reason is not None
-                    out = state.feed(self.rules, hold, event.content or "", final)
+                    out = self._feed(texts, event.index, hold, event, final)
                     if isinstance(out, TextRule):
-                        for delta in self._block(event.index, out, choices):
+                        for delta in self._block(event.index, out, texts, finished):
                             yield delta
-                        yield Usage(input_tokens, received)
+                        # Pieces, not tokens: what the model produced until the block, estimated.
+                        yield Usage(input_tokens, received, source="estimated")
                         return
-                    state.finished = final
-                    yield ChoiceDelta(
-                        index=event.index,
-                        content=out or None,
-                        tool_calls=event.tool_calls,
-                        finish_reason=event.finish_reason,
-                        system_fingerprint=event.system_fingerprint,
-                    )
+                    if final:
+                        finished.add(event.index)
+                    yield out
                 event = await anext(events, None)
         finally:
             await events.aclose()
 
+    def _feed(
+        self,
+        texts: dict[tuple[int, str], _ChoiceText],
+        index: int,
+        hold: int,
+        event: ChoiceDelta,
+        final: bool,
+    ) -> ChoiceDelta | TextRule:
+        """`event` with each screened text replaced by what may go out now, or the blocking rule."""
+        released: dict[str, str | None] = {}
+        for name in SCREENED:
+            piece = getattr(event, name)
+            state = texts.get((index, name))
+            if state is None and piece is None:
+                released[name] = None
+                continue
+            state = texts.setdefault((index, name), _ChoiceText())
+            out = state.feed(self.rules, hold, piece or "", final)
+            if isinstance(out, TextRule):
+                return out
+            released[name] = out or None
+        return dataclasses.replace(
+            event,
+            content=released["content"],
+            reasoning=released["reasoning"],
+            refusal=released["refusal"],
+        )
+
     @staticmethod
-    def _block(index: int, rule: TextRule, choices: dict[int, _ChoiceText]) -> list[ChoiceDelta]:
+    def _block(
+        index: int,
+        rule: TextRule,
+        texts: dict[tuple[int, str], _ChoiceText],
+        finished: set[int],
+    ) -> list[ChoiceDelta]:
         """The blocking choice ends with the rule's message; every other open choice ends too."""
         deltas = [ChoiceDelta(index=index, content=rule.message, finish_reason="blocked")]
-        for other, state in sorted(choices.items()):
-            if other != index and not state.finished:
-                deltas.append(ChoiceDelta(index=other, finish_reason="blocked"))
+        for other in sorted({i for i, _ in texts} - finished - {index}):
+            deltas.append(ChoiceDelta(index=other, finish_reason="blocked"))
         return deltas

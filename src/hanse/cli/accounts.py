@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from hanse.cli.common import usage_of, with_engine
+from hanse.cli.common import account_name, usage_of, with_engine
 from hanse.errors import HanseError
 from hanse.money import AMOUNT_PATTERN, format_eur, to_pico
 from hanse.settings import Settings
@@ -23,7 +23,7 @@ def register(commands: Any) -> None:
     accounts.set_defaults(command=usage_of(accounts))
     sub = accounts.add_subparsers(title="account commands")
     create = sub.add_parser("create", help="create an account (no-op if it exists)")
-    create.add_argument("name")
+    create.add_argument("name", type=account_name)
     create.add_argument("--plan", choices=PLANS, default=PLANS[0])
     create.set_defaults(command=_create)
     topup = sub.add_parser("topup", help="add credits (EUR) and/or energy to an account")

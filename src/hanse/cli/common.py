@@ -4,15 +4,26 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import re
 import sys
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from hanse.settings import Settings
 from hanse.storage import schema
+from hanse.storage.accounts import ACCOUNT_NAME_PATTERN
 from hanse.storage.database import Database
 
 T = TypeVar("T")
+
+
+def account_name(value: str) -> str:
+    """An argparse type: a name new accounts may take (printable, at most 128 characters)."""
+    if len(value) > 128 or not re.match(ACCOUNT_NAME_PATTERN, value):
+        raise argparse.ArgumentTypeError(
+            "an account name is 1-128 printable characters, without spaces at either end"
+        )
+    return value
 
 
 def open_database(settings: Settings) -> Database:

@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from hanse.auth import KNOWN_SCOPES
-from hanse.cli.common import usage_of, with_engine
+from hanse.cli.common import account_name, usage_of, with_engine
 from hanse.settings import Settings
 from hanse.storage.keys import KeyStore
 
@@ -20,7 +20,7 @@ def register(commands: Any) -> None:
     keys.set_defaults(command=usage_of(keys))
     key_commands = keys.add_subparsers(title="key commands")
     create = key_commands.add_parser("create", help="create a key; prints only the key")
-    create.add_argument("--account", default="default")
+    create.add_argument("--account", default="default", type=account_name)
     create.add_argument("--scopes", default="*", help="comma-separated, e.g. inference.chat")
     create.set_defaults(command=_keys_create)
     revoke = key_commands.add_parser("revoke", help="revoke a key by its id")

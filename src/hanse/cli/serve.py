@@ -55,8 +55,10 @@ def run(args: argparse.Namespace) -> int:
         port=args.port,
         workers=args.workers,
         loop="uvloop",
-        http="httptools",
+        # httptools, with bounded header size and read times (hanse.http.protocol).
+        http="hanse.http.protocol:BoundedHttpToolsProtocol",
         access_log=False,
+        limit_concurrency=settings.max_connections,
         log_level="warning",
         # SIGTERM: stop accepting, let requests and streams in flight finish, then cut them.
         timeout_graceful_shutdown=settings.shutdown_timeout_s,

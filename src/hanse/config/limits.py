@@ -6,6 +6,8 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, IPvAnyNetwork, field_validator
 
+from hanse.vision.addresses import host_allowance
+
 _MIB = 1024 * 1024
 
 
@@ -46,5 +48,8 @@ class ImagesConfig(BaseModel):
     @field_validator("allow_hosts")
     @classmethod
     def _normal_hosts(cls, hosts: tuple[str, ...]) -> tuple[str, ...]:
-        # Compared with the URL's host after the same normalisation (lower case, no trailing dot).
-        return tuple(host.lower().rstrip(".") for host in hosts)
+        # Compared with the URL's host and port after the same normalisation (lower case, no
+        # trailing dot); a malformed entry (a bad port) fails here, at start-up.
+        for entry in hosts:
+            host_allowance(entry)
+        return tuple(host.lower() for host in hosts)

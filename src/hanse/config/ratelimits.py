@@ -30,6 +30,8 @@ class RateLimitsConfig(BaseModel):
 
     requests_per_minute: PerMinute = 0
     tokens_per_minute: PerMinute = 0
+    # Requests of one account in progress at once, per process (0: no limit).
+    max_in_flight: Annotated[int, Field(ge=0, le=100_000)] = 64
     plans: dict[PlanName, PlanLimits] = Field(default_factory=dict)
 
     def for_account(

@@ -21,6 +21,7 @@ from hanse.config.limits import ImagesConfig, LimitsConfig
 from hanse.config.ratelimits import RateLimitsConfig
 from hanse.grid import is_country
 from hanse.money import PRICE_DECIMALS
+from hanse.tokens import check_spec
 
 _ID = r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,127}$"
 # Model ids may hold colons (`qwen2.5:7b`); only a trailing flavor is the client's suffix.
@@ -61,6 +62,9 @@ class ProviderConfig(_Strict):
     prior_ttft_ms: Annotated[float, Field(gt=0, le=600_000)] = 500.0
     prior_tokens_per_s: Annotated[float, Field(gt=0, le=100_000)] = 50.0
     reasoning: bool = False
+    # How messages go upstream: "compatible" rewrites them into the form every server accepts
+    # (developer as system, text parts as one string, "" beside tool calls); "modern" sends them as is.
+    wire_form: Literal["compatible", "modern"] = "compatible"
 
     @field_validator("base_url")
     @classmethod
@@ -102,16 +106,22 @@ class RouteConfig(_Strict):
     upstream_model: str | None = None
     input_eur_per_million: Annotated[Decimal, Field(ge=0)] = Decimal(0)
     output_eur_per_million: Annotated[Decimal, Field(ge=0)] = Decimal(0)
+    # Prompt tokens the provider served from its cache (None: the input price).
+    cached_input_eur_per_million: Annotated[Decimal, Field(ge=0)] | None = None
     energy_kwh_per_token: Annotated[float, Field(gt=0, lt=1)] | None = None
     # Routing: where this route falls short of its model, and whether it serves at reasoning quality.
     context_length: Annotated[int, Field(ge=1)] | None = None
     unsupported: tuple[RouteCapability, ...] = ()
     reasoning: bool = False
 
-    @field_validator("input_eur_per_million", "output_eur_per_million")
+    @field_validator(
+        "input_eur_per_million", "output_eur_per_million", "cached_input_eur_per_million"
+    )
     @classmethod
-    def _exact_price(cls, value: Decimal) -> Decimal:
+    def _exact_price(cls, value: Decimal | None) -> Decimal | None:
         # Six decimals per million tokens keep every token's price a whole number of pico-euros.
+        if value is None:
+            return value
         if value != value.quantize(Decimal(1).scaleb(-PRICE_DECIMALS)) or value > 10**6:
             raise ValueError(f"a price has at most {PRICE_DECIMALS} decimals and is below 1000000")
         return value
@@ -119,6 +129,11 @@ class RouteConfig(_Strict):
     @property
     def id(self) -> str:
         return self.provider
+
+    @property
+    def cached_input_price(self) -> Decimal:
+        cached = self.cached_input_eur_per_million
+        return self.input_eur_per_million if cached is None else cached
 
 
 class ModelConfig(_Strict):
@@ -130,7 +145,15 @@ class ModelConfig(_Strict):
     max_output_tokens: Annotated[int, Field(ge=1)] | None = None
     capabilities: Capabilities = Capabilities()
     parameters_billion: ParametersBillion | None = None
+    # How its tokens are counted: gguf:<path>, tokenizers:<tokenizer.json> or tiktoken:<encoding>
+    # (None: the embedded engine's GGUF when it serves the model, else an estimate); see tokens.py.
+    tokenizer: str | None = None
     routes: Annotated[list[RouteConfig], Field(min_length=1)]
+
+    @field_validator("tokenizer")
+    @classmethod
+    def _loadable_tokenizer(cls, value: str | None) -> str | None:
+        return None if value is None else check_spec(value)
 
     @field_validator("id")
     @classmethod
@@ -167,6 +190,8 @@ class RoutingConfig(_Strict):
     breaker_min_requests: Annotated[int, Field(ge=1)] = 10
     breaker_cooldown_s: Annotated[float, Field(gt=0)] = 30.0
     rate_limit_cooldown_s: Annotated[float, Field(ge=0)] = 5.0
+    # The longest a streamed answer may run after its first event (its hold outlives it).
+    stream_timeout_s: Annotated[float, Field(gt=0, le=86_400)] = 1800.0
     speed_smoothing: Annotated[float, Field(ge=0, le=1)] = 0.3
 
 

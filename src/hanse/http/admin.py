@@ -14,7 +14,8 @@ from hanse.config.ratelimits import PerMinute
 from hanse.errors import AUTH_ADMIN_REQUIRED, INVALID_VALUE, NOT_FOUND, HanseError
 from hanse.gateway import Gateway
 from hanse.money import AMOUNT_PATTERN, format_eur, to_pico
-from hanse.storage.accounts import DEFAULT_PLAN, LIMITS, Account, Plan
+from hanse.storage.accounts import ACCOUNT_NAME_PATTERN, DEFAULT_PLAN, LIMITS, Account, Plan
+from hanse.wire.json_body import check_json
 from hanse.wire.validation import raise_for_validation_error
 
 _Body = TypeVar("_Body", bound=BaseModel)
@@ -25,7 +26,9 @@ class KeyCreate(BaseModel):
 
     model_config = ConfigDict(strict=True, extra="forbid")
 
-    account: str = Field(default="default", min_length=1, max_length=128)
+    account: str = Field(
+        default="default", min_length=1, max_length=128, pattern=ACCOUNT_NAME_PATTERN
+    )
     scopes: list[str] = Field(default_factory=lambda: ["*"], max_length=32)
 
 
@@ -88,7 +91,7 @@ class AccountCreate(BaseModel):
 
     model_config = ConfigDict(strict=True, extra="forbid")
 
-    name: str = Field(min_length=1, max_length=128)
+    name: str = Field(min_length=1, max_length=128, pattern=ACCOUNT_NAME_PATTERN)
     plan: Plan = DEFAULT_PLAN
 
 
@@ -164,8 +167,10 @@ async def top_up(request: Request, gateway: Gateway) -> dict[str, Any]:
 
 
 async def _parse(request: Request, model: type[_Body]) -> _Body:
+    body = await request.body() or b"{}"
+    check_json(body)
     try:
-        return model.model_validate_json(await request.body() or b"{}")
+        return model.model_validate_json(body)
     except ValidationError as exc:
         raise_for_validation_error(exc)
 

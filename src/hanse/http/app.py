@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import gc
 import logging
 import re
@@ -18,7 +20,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
@@ -39,11 +41,16 @@ from hanse.http import admin, vault
 from hanse.http.body import BodyLimit
 from hanse.http.models import model_list, model_object
 from hanse.http.openapi import openapi_document
+from hanse.http.paths import TrailingSlash
 from hanse.pipeline import Trace, authenticate, chat_completions
+from hanse.routing.attempts import ATTEMPTS_HEADER
 from hanse.settings import Settings
 from hanse.usage import EPOCH, parse_time, usage_report
 
 log = logging.getLogger("hanse.http")
+CHAT_PATH = "/v1/chat/completions"
+CLIENT_CLOSED = 499  # as nginx logs a request its client closed before the answer
+UNMATCHED = "unmatched"  # the `path` label of requests that no route serves
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 Handler = Callable[[Request, Gateway, Trace], Awaitable[Response]]
@@ -66,8 +73,11 @@ def error_response(error: HanseError, request_id: str) -> JSONResponse:
         return JSONResponse(plain.body(), status_code=error.error.status, headers=headers)
 
 
-def endpoint(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
-    """Wraps a handler: request id, catalog errors, no internals leaked, one log line."""
+def endpoint(handler: Handler, template: str) -> Callable[[Request], Awaitable[Response]]:
+    """Wraps a handler: request id, catalog errors, no internals leaked, one log line.
+
+    Metrics are labelled with the route's `template`, never the raw path, and with the catalog's
+    model id, never the client's string: label sets stay bounded whatever clients send."""
 
     async def run(request: Request) -> Response:
         supplied = request.headers.get("x-request-id", "")
@@ -78,21 +88,24 @@ def endpoint(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
             response = await handler(request, gateway, trace)
         except HanseError as error:
             response = error_response(error, trace.request_id)
+        except ClientDisconnect:  # it left (or its body timed out): nobody reads an answer
+            response = Response(status_code=CLIENT_CLOSED)
         except Exception:
             log.exception("unexpected failure", extra={"request_id": trace.request_id})
             response = error_response(HanseError(INTERNAL), trace.request_id)
         response.headers["X-Request-ID"] = trace.request_id
         for name, value in trace.headers.items():
             response.headers[name] = value
+        if template == CHAT_PATH:  # errors too: 0 when it failed before any route was tried
+            response.headers.setdefault(ATTEMPTS_HEADER, str(trace.attempts))
         elapsed_s = time.perf_counter() - trace.started
         overhead_s = elapsed_s - trace.provider_s
         response.headers["X-Hanse-Overhead-Ms"] = f"{overhead_s * 1000:.3f}"
-        path = request.url.path
         gateway.metrics.requests.labels(
-            path, trace.model or "", trace.route or "", str(response.status_code)
+            template, trace.catalog_model or "", trace.route or "", str(response.status_code)
         ).inc()
-        gateway.metrics.latency.labels(path).observe(elapsed_s)
-        gateway.metrics.overhead.labels(path).observe(overhead_s)
+        gateway.metrics.latency.labels(template).observe(elapsed_s)
+        gateway.metrics.overhead.labels(template).observe(overhead_s)
         log.info(
             "request",
             extra={
@@ -115,12 +128,46 @@ def endpoint(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
     return run
 
 
+@contextlib.asynccontextmanager
+async def _cancelled_on_disconnect(request: Request) -> AsyncIterator[None]:
+    """Cancels the enclosed work when the client goes away (Starlette does not, and a generation
+    would run on until its timeout), as ClientDisconnect. The work stays in the handler's own
+    task, so the context variables the pipeline sets (the request id) stay with it."""
+    handler = asyncio.current_task()
+    assert handler is not None
+    gone = False
+
+    async def watch() -> None:
+        nonlocal gone
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+        gone = True
+        handler.cancel()
+
+    watcher = asyncio.ensure_future(watch())
+    try:
+        yield
+    except asyncio.CancelledError:
+        if not gone:
+            raise
+        handler.uncancel()
+        raise ClientDisconnect() from None
+    finally:
+        watcher.cancel()
+
+
+def _route(template: str, handler: Handler, method: str) -> Route:
+    return Route(template, endpoint(handler, template), methods=[method])
+
+
 def _new_request_id() -> str:
     return "req_" + secrets.token_hex(12)
 
 
 async def chat(request: Request, gateway: Gateway, trace: Trace) -> Response:
-    answer = await chat_completions(gateway, request.headers, await request.body(), trace)
+    body = await request.body()
+    async with _cancelled_on_disconnect(request):
+        answer = await chat_completions(gateway, request.headers, body, trace)
     if answer.stream is not None:
         headers = {**answer.headers, "Cache-Control": "no-cache", "X-Request-ID": trace.request_id}
         return StreamingResponse(answer.stream, media_type="text/event-stream", headers=headers)
@@ -205,8 +252,11 @@ def _include_meta(request: Request) -> bool:
 
 
 async def _http_exception(request: Request, exc: Exception) -> Response:
+    """A path or method no route serves: one bounded metrics label for all of them."""
     status = exc.status_code if isinstance(exc, HTTPException) else 500
     error = {404: NOT_FOUND, 405: METHOD_NOT_ALLOWED}.get(status, INTERNAL)
+    gateway: Gateway = request.app.state.gateway
+    gateway.metrics.requests.labels(UNMATCHED, "", "", str(error.status)).inc()
     return error_response(HanseError(error), _new_request_id())
 
 
@@ -229,30 +279,31 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
     app = Starlette(
         routes=[
-            Route("/v1/chat/completions", endpoint(chat), methods=["POST"]),
-            Route("/v1/models", endpoint(list_models), methods=["GET"]),
-            Route("/v1/models/{model_id:path}", endpoint(get_model), methods=["GET"]),
-            Route("/health", endpoint(health), methods=["GET"]),
-            Route("/ready", endpoint(ready), methods=["GET"]),
-            Route("/metrics", endpoint(metrics), methods=["GET"]),
-            Route("/openapi.json", endpoint(openapi), methods=["GET"]),
-            Route("/admin/keys", endpoint(_json(admin.create_key, 201)), methods=["POST"]),
-            Route("/admin/keys", endpoint(_json(admin.list_keys)), methods=["GET"]),
-            Route("/admin/keys/{key_id}", endpoint(_json(admin.revoke_key)), methods=["DELETE"]),
-            Route("/admin/accounts", endpoint(_json(admin.create_account, 201)), methods=["POST"]),
-            Route("/admin/accounts/{name}", endpoint(_json(admin.get_account)), methods=["GET"]),
-            Route(
-                "/admin/accounts/{name}", endpoint(_json(admin.patch_account)), methods=["PATCH"]
-            ),
-            Route("/admin/accounts/{name}/topup", endpoint(_json(admin.top_up)), methods=["POST"]),
-            Route("/v1/usage", endpoint(usage), methods=["GET"]),
+            _route(CHAT_PATH, chat, "POST"),
+            _route("/v1/models", list_models, "GET"),
+            _route("/v1/models/{model_id:path}", get_model, "GET"),
+            _route("/health", health, "GET"),
+            _route("/ready", ready, "GET"),
+            _route("/metrics", metrics, "GET"),
+            _route("/openapi.json", openapi, "GET"),
+            _route("/admin/keys", _json(admin.create_key, 201), "POST"),
+            _route("/admin/keys", _json(admin.list_keys), "GET"),
+            _route("/admin/keys/{key_id}", _json(admin.revoke_key), "DELETE"),
+            _route("/admin/accounts", _json(admin.create_account, 201), "POST"),
+            _route("/admin/accounts/{name}", _json(admin.get_account), "GET"),
+            _route("/admin/accounts/{name}", _json(admin.patch_account), "PATCH"),
+            _route("/admin/accounts/{name}/topup", _json(admin.top_up), "POST"),
+            _route("/v1/usage", usage, "GET"),
             *(
-                Route(path, endpoint(_traced_json(handler, status)), methods=[method])
+                _route(path, _traced_json(handler, status), method)
                 for path, method, handler, status in vault.ROUTES
             ),
         ],
         exception_handlers={HTTPException: _http_exception},
-        middleware=[Middleware(BodyLimit, max_bytes=gateway.catalog.limits.max_body_bytes)],
+        middleware=[
+            Middleware(TrailingSlash),
+            Middleware(BodyLimit, max_bytes=gateway.catalog.limits.max_body_bytes),
+        ],
         lifespan=lifespan,
     )
     app.state.gateway = gateway

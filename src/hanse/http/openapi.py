@@ -10,7 +10,10 @@ from __future__ import annotations
 from typing import Any
 
 from hanse import __version__
+from hanse.blueprints.models import Blueprint, Skill
 from hanse.config.schema import Catalog
+from hanse.http.admin import AccountCreate, AccountPatch, KeyCreate, TopUp
+from hanse.http.vault import RotateBody
 from hanse.wire.request import ChatCompletionRequest
 
 _REF = "#/components/schemas/{model}"
@@ -19,10 +22,11 @@ _ERROR_STATUSES = {
     "400": "Invalid request (VALIDATION_4xxx, INFERENCE_32xx)",
     "401": "No key, or an invalid one (AUTH_1007, AUTH_1008)",
     "402": "Not enough energy or credits (BILLING_2001, BILLING_2003)",
-    "403": "The key lacks the scope (AUTH_1015)",
+    "403": "The key lacks the scope (AUTH_1015), or the vault key is wrong (AUTH_1031)",
     "404": "Unknown model or path (INFERENCE_3001, VALIDATION_4040)",
     "413": "The body is over `[limits] max_body_bytes` (VALIDATION_4130)",
-    "429": "Every route is rate-limited (INFERENCE_3108)",
+    "429": "A rate limit: the account's (AUTH_1028), wrong vault keys' (AUTH_1032), or every "
+    "route's (INFERENCE_3108)",
     "502": "Every route failed, or the answer missed its schema (INFERENCE_3103, INFERENCE_3209)",
     "503": "No route matches the request (INFERENCE_3104)",
     "504": "The provider timed out (INFERENCE_3107)",
@@ -35,6 +39,10 @@ def openapi_document(catalog: Catalog) -> dict[str, Any]:
     schemas: dict[str, Any] = request.pop("$defs", {})
     _write_limits(request, catalog)
     schemas.update(ChatCompletionRequest=request, **_answers())
+    for body in (KeyCreate, AccountCreate, AccountPatch, TopUp, RotateBody, Blueprint, Skill):
+        shape = body.model_json_schema(ref_template=_REF)
+        schemas.update(shape.pop("$defs", {}))
+        schemas[body.__name__] = shape
     bearer: list[dict[str, list[str]]] = [{"bearer": []}, {"apiKey": []}]
     models_query = [_include_meta()]
     return {
@@ -98,6 +106,20 @@ def openapi_document(catalog: Catalog) -> dict[str, Any]:
                     "responses": {"200": _json("The process is up", "Health")},
                 }
             },
+            "/v1/usage": {
+                "get": {
+                    "operationId": "usage",
+                    "security": bearer,
+                    "parameters": [
+                        _query("start", "ISO 8601 time or unix seconds"),
+                        _query("end", "ISO 8601 time or unix seconds"),
+                        _query("model", "a catalog model id"),
+                    ],
+                    "responses": {"200": _any("The account's usage"), **_errors("400", "401")},
+                }
+            },
+            **_admin_paths(),
+            **_vault_paths(bearer),
         },
         "components": {
             "schemas": schemas,
@@ -107,6 +129,99 @@ def openapi_document(catalog: Catalog) -> dict[str, Any]:
             },
         },
     }
+
+
+def _admin_paths() -> dict[str, Any]:
+    """`/admin/...`, behind `HANSE_ADMIN_TOKEN` (a bearer token)."""
+    admin: list[dict[str, list[str]]] = [{"bearer": []}]
+    statuses = ("400", "401", "404", "413")
+
+    def operation(op_id: str, body: str | None = None, **extra: Any) -> dict[str, Any]:
+        found = {"security": admin, "operationId": op_id, **extra}
+        found["responses"] = {"200": _any("Done"), "201": _any("Created"), **_errors(*statuses)}
+        if body is not None:
+            found["requestBody"] = {
+                "required": False,
+                "content": {"application/json": {"schema": _ref(body)}},
+            }
+        return found
+
+    name = [_path_param("name")]
+    return {
+        "/admin/keys": {
+            "post": operation("createKey", "KeyCreate"),
+            "get": operation("listKeys"),
+        },
+        "/admin/keys/{key_id}": {
+            "delete": operation("revokeKey", parameters=[_path_param("key_id")])
+        },
+        "/admin/accounts": {"post": operation("createAccount", "AccountCreate")},
+        "/admin/accounts/{name}": {
+            "get": operation("getAccount", parameters=name),
+            "patch": operation("patchAccount", "AccountPatch", parameters=name),
+        },
+        "/admin/accounts/{name}/topup": {
+            "post": operation("topUpAccount", "TopUp", parameters=name)
+        },
+    }
+
+
+def _vault_paths(security: list[dict[str, list[str]]]) -> dict[str, Any]:
+    """Blueprints, skills and rotation; the vault key travels in `X-Vault-Key`."""
+    vault_key = {
+        "name": "X-Vault-Key",
+        "in": "header",
+        "required": False,
+        "schema": {"type": "string", "maxLength": 1024},
+    }
+    statuses = ("400", "401", "403", "404", "413", "429")
+
+    def operation(op_id: str, body: str | None = None, item: bool = False) -> dict[str, Any]:
+        found: dict[str, Any] = {
+            "operationId": op_id,
+            "security": security,
+            "parameters": [vault_key, *([_path_param("item_id")] if item else [])],
+            "responses": {"200": _any("Done"), "201": _any("Created"), **_errors(*statuses)},
+        }
+        if body is not None:
+            found["requestBody"] = {
+                "required": True,
+                "content": {"application/json": {"schema": _ref(body)}},
+            }
+        return found
+
+    paths: dict[str, Any] = {}
+    for base, body in (("/v1/blueprints", "Blueprint"), ("/v1/skills", "Skill")):
+        word = body.lower()
+        paths[base] = {
+            "post": operation(f"create_{word}", body),
+            "get": operation(f"list_{word}s"),
+        }
+        paths[base + "/{item_id}"] = {
+            "get": operation(f"get_{word}", item=True),
+            "put": operation(f"replace_{word}", body, item=True),
+            "delete": operation(f"delete_{word}", item=True),
+        }
+    paths["/v1/vault/rotate"] = {"post": operation("rotateVault", "RotateBody")}
+    return paths
+
+
+def _path_param(name: str) -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+
+
+def _query(name: str, description: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "description": description,
+        "schema": {"type": "string"},
+    }
+
+
+def _any(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": {}}}}
 
 
 def _write_limits(request: dict[str, Any], catalog: Catalog) -> None:
@@ -167,7 +282,15 @@ def _answers() -> dict[str, Any]:
         refusal=_NULLABLE_STRING,
         tool_calls={"type": "array", "items": tool_call},
     )
-    finish = ["stop", "length", "tool_calls", "content_filter", "blocked", "blueprint_override"]
+    finish = [
+        "stop",
+        "length",
+        "tool_calls",
+        "function_call",
+        "content_filter",
+        "blocked",
+        "blueprint_override",
+    ]
     choice = _object(
         ["index", "message", "finish_reason"],
         index={"type": "integer", "minimum": 0},

@@ -19,7 +19,15 @@ from hanse.errors import INVALID_VALUE, HanseError
 from hanse.gateway import Gateway
 from hanse.pipeline import Trace, authenticate
 from hanse.vault.sealing import MAX_KEY_LENGTH
-from hanse.vault.service import VAULT_KEY_HEADER, Kind, StoredItem, VaultSession, not_found
+from hanse.vault.service import (
+    VAULT_KEY_HEADER,
+    Kind,
+    StoredItem,
+    VaultSession,
+    not_found,
+    vault_clients,
+)
+from hanse.wire.json_body import check_json
 from hanse.wire.validation import raise_for_validation_error
 
 VaultHandler = Callable[[Request, Gateway, Trace], Awaitable[dict[str, Any]]]
@@ -43,6 +51,22 @@ def _key(request: Request) -> str | None:
     return request.headers.get(VAULT_KEY_HEADER.lower())
 
 
+def _unlock(
+    request: Request, gateway: Gateway, principal: Principal, *, create: bool = False
+) -> Awaitable[VaultSession]:
+    """The vault, unlocked with the request's key; wrong keys count per address and API key."""
+    return gateway.vault.unlock(
+        principal.account_id,
+        _key(request),
+        create=create,
+        clients=_clients(request, principal),
+    )
+
+
+def _clients(request: Request, principal: Principal) -> list[str]:
+    return vault_clients(principal.key_id, request.client.host if request.client else None)
+
+
 def _item_body(item: StoredItem) -> dict[str, Any]:
     return {
         "id": item.id,
@@ -61,6 +85,7 @@ def _kind(request: Request) -> Kind:
 async def _checked(request: Request, session: VaultSession, kind: Kind) -> dict[str, Any]:
     """The body, validated as a blueprint or skill; a blueprint's skills must be in the vault."""
     body = await request.body()
+    check_json(body)
     if kind == "skill":
         return parse_skill(body, "").model_dump(mode="json", by_alias=True, exclude_unset=True)
     blueprint = parse_blueprint(body, "")
@@ -79,7 +104,7 @@ async def _checked(request: Request, session: VaultSession, kind: Kind) -> dict[
 async def create_item(request: Request, gateway: Gateway, trace: Trace) -> dict[str, Any]:
     principal = await _principal(request, gateway, trace, SCOPE_VAULT_WRITE)
     kind = _kind(request)
-    session = await gateway.vault.unlock(principal.account_id, _key(request), create=True)
+    session = await _unlock(request, gateway, principal, create=True)
     return _item_body(await session.put(kind, await _checked(request, session, kind)))
 
 
@@ -98,7 +123,7 @@ async def list_items(request: Request, gateway: Gateway, trace: Trace) -> dict[s
             for r in records
         ]
     else:
-        session = await gateway.vault.unlock(principal.account_id, _key(request))
+        session = await _unlock(request, gateway, principal)
         data = [
             {k: v for k, v in _item_body(item).items() if k != "config"}
             for item in await session.list(kind)
@@ -109,7 +134,7 @@ async def list_items(request: Request, gateway: Gateway, trace: Trace) -> dict[s
 async def get_item(request: Request, gateway: Gateway, trace: Trace) -> dict[str, Any]:
     principal = await _principal(request, gateway, trace, SCOPE_VAULT_READ)
     kind, item_id = _kind(request), request.path_params["item_id"]
-    session = await gateway.vault.unlock(principal.account_id, _key(request))
+    session = await _unlock(request, gateway, principal)
     if not is_item_id(item_id):
         raise not_found(kind, item_id)
     return _item_body(await session.get(kind, item_id))
@@ -118,7 +143,7 @@ async def get_item(request: Request, gateway: Gateway, trace: Trace) -> dict[str
 async def replace_item(request: Request, gateway: Gateway, trace: Trace) -> dict[str, Any]:
     principal = await _principal(request, gateway, trace, SCOPE_VAULT_WRITE)
     kind, item_id = _kind(request), request.path_params["item_id"]
-    session = await gateway.vault.unlock(principal.account_id, _key(request))
+    session = await _unlock(request, gateway, principal)
     if not is_item_id(item_id) or not await session.exists(kind, item_id):
         raise not_found(kind, item_id)
     return _item_body(await session.put(kind, await _checked(request, session, kind), item_id))
@@ -127,7 +152,7 @@ async def replace_item(request: Request, gateway: Gateway, trace: Trace) -> dict
 async def delete_item(request: Request, gateway: Gateway, trace: Trace) -> dict[str, Any]:
     principal = await _principal(request, gateway, trace, SCOPE_VAULT_WRITE)
     kind, item_id = _kind(request), request.path_params["item_id"]
-    session = await gateway.vault.unlock(principal.account_id, _key(request))
+    session = await _unlock(request, gateway, principal)
     if not is_item_id(item_id):
         raise not_found(kind, item_id)
     await session.delete(kind, item_id)
@@ -136,11 +161,15 @@ async def delete_item(request: Request, gateway: Gateway, trace: Trace) -> dict[
 
 async def rotate(request: Request, gateway: Gateway, trace: Trace) -> dict[str, Any]:
     principal = await _principal(request, gateway, trace, SCOPE_VAULT_WRITE)
+    body = await request.body() or b"{}"
+    check_json(body)
     try:
-        spec = RotateBody.model_validate_json(await request.body() or b"{}")
+        spec = RotateBody.model_validate_json(body)
     except ValidationError as exc:
         raise_for_validation_error(exc)
-    count = await gateway.vault.rotate(principal.account_id, _key(request), spec.new_key)
+    count = await gateway.vault.rotate(
+        principal.account_id, _key(request), spec.new_key, _clients(request, principal)
+    )
     return {"object": "vault.rotation", "items": count}
 
 

@@ -9,7 +9,10 @@ token (read from the last position's logits, no `logits_all` buffer) all live in
 from __future__ import annotations
 
 import codecs
+import contextlib
 import json
+import math
+import os
 import random
 import re
 import threading
@@ -40,6 +43,7 @@ class SamplingParams:
     grammar: str | None = None
     top_logprobs: int | None = None
     logprobs: bool = False
+    logit_bias: dict[int, float] | None = None  # token id -> added to its logit (-100 bans it)
 
 
 @dataclass(slots=True)
@@ -100,9 +104,10 @@ class LlamaEngine:
 
         llama.cpp answers a grammar it refuses with NULL; handing that on crashes the process, so
         every grammar is built once here (it only reads the vocabulary) before a generation."""
-        sampler = llama_cpp.llama_sampler_init_grammar(
-            self._vocab, grammar.encode("utf-8"), b"root"
-        )
+        with _stderr_silenced():  # llama.cpp prints a refused grammar: a vault skill's schema
+            sampler = llama_cpp.llama_sampler_init_grammar(
+                self._vocab, grammar.encode("utf-8"), b"root"
+            )
         if not sampler:
             raise GrammarRefused("llama.cpp refused the grammar built from this schema (too large)")
         llama_cpp.llama_sampler_free(sampler)
@@ -142,6 +147,7 @@ class LlamaEngine:
             presence_penalty=params.presence_penalty,
             grammar=grammar,
             reset=True,
+            logits_processor=_biased(params.logit_bias, self.n_vocab),
         )
         try:
             for token in generator:
@@ -217,9 +223,6 @@ def _stop_prefix_length(text: str, stops: list[str]) -> int:
     return longest
 
 
-JSON_OBJECT_GRAMMAR: str = llama_grammar.JSON_GBNF
-
-
 # llama.cpp expands every bounded repetition into nested rules and refuses (a NULL sampler, which
 # llama-cpp-python would then use: SIGSEGV) past its own "sane defaults". Bounds above this limit
 # are refused before any conversion; see docs/security.md.
@@ -227,6 +230,34 @@ GRAMMAR_REPETITION_LIMIT = 500
 GRAMMAR_SCHEMA_DEPTH_LIMIT = 64
 _BOUND_KEYS = ("maxLength", "minLength", "maxItems", "minItems", "maxProperties", "minProperties")
 _REGEX_COUNT = re.compile(r"\{\s*(\d+)\s*(?:,\s*(\d*)\s*)?\}")
+
+
+def _biased(bias: dict[int, float] | None, n_vocab: int) -> llama_cpp.LogitsProcessorList | None:
+    """`logit_bias` as llama.cpp's logits processor; ids outside the vocabulary are ignored."""
+    if not bias:
+        return None
+    ids = np.array([i for i in bias if 0 <= i < n_vocab], dtype=np.intc)
+    values = np.array([bias[int(i)] for i in ids], dtype=np.single)
+
+    def add(_: Any, scores: Any) -> Any:
+        scores[ids] += values
+        return scores
+
+    return llama_cpp.LogitsProcessorList([add])
+
+
+@contextlib.contextmanager
+def _stderr_silenced() -> Iterator[None]:
+    """File descriptor 2 pointed at /dev/null for the block: what native code writes there is
+    dropped (Python's own logging does not go through it)."""
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 class GrammarRefused(ValueError):
@@ -274,6 +305,150 @@ def json_schema_grammar(schema: dict[str, Any]) -> str:
     (recursive or remote `$ref`s, unknown features): never a bare converter exception."""
     check_schema_bounds(schema)
     try:
-        return str(llama_grammar.json_schema_to_gbnf(json.dumps(schema)))
+        converter = _Converter(prop_order={}, allow_fetch=False, dotall=False, raw_pattern=False)
+        converter.visit(converter.resolve_refs(json.loads(json.dumps(schema)), "stdin"), "")
+        return str(converter.format_grammar())
     except Exception as exc:  # RecursionError, KeyError, ValueError, AssertionError, ...
-        raise GrammarRefused(f"the grammar converter cannot express it: {str(exc)[:200]}") from exc
+        # Its type only: the converter's message quotes the schema, which may be a vault secret.
+        raise GrammarRefused(
+            f"the grammar converter cannot express it ({type(exc).__name__})"
+        ) from exc
+
+
+# A JSON string holds no raw control character, quote or backslash: the converter's own `char`
+# (`[^"\\]`) lets newlines and tabs through, which no JSON parser accepts.
+_JSON_CHAR = r'[^"\\\x00-\x1F\x7F] | "\\" (["\\/bfnrt] | "u" [0-9a-fA-F]{4})'
+# A pattern's `.` inside a JSON string: the same characters, unescaped.
+_JSON_DOT = r'[^"\\\x00-\x1F\x7F]'
+_FRACTION_ANY = '("." [0-9]{1,15})?'
+_FRACTION_ZERO = '("." "0"{1,15})?'
+_FRACTION_NONZERO = '"." [0-9]{0,14} [1-9]'
+_MAX_DIGITS = 16
+_NUMERIC_BOUNDS = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")
+
+Bound = tuple[int, bool]  # an integral value, and whether it is itself allowed
+
+
+class _Converter(llama_grammar.SchemaConverter):
+    """llama-cpp-python's converter with JSON-valid strings and numeric bounds in the grammar."""
+
+    def _add_primitive(self, name: str, rule: Any) -> Any:
+        if name == "char":
+            rule = llama_grammar.BuiltinRule(_JSON_CHAR, [])
+        return super()._add_primitive(name, rule)
+
+    def _add_rule(self, name: str, rule: str) -> Any:
+        return super()._add_rule(name, _JSON_DOT if name == "dot" else rule)
+
+    def visit(self, schema: Any, name: str) -> Any:
+        kind = schema.get("type") if isinstance(schema, dict) else None
+        if (
+            kind in ("integer", "number")
+            and any(key in schema for key in _NUMERIC_BOUNDS)
+            # Past 15 digits the converter's own number rule is no looser: it is left to the check.
+            and all(abs(schema.get(key, 0)) < 10**15 for key in _NUMERIC_BOUNDS)
+            and not any(key in schema for key in ("$ref", "const", "enum", "anyOf", "oneOf"))
+        ):
+            rule_name = name + "-" if name in llama_grammar.RESERVED_NAMES else name or "root"
+            return self._add_rule(rule_name, bounded_number_rule(schema, kind == "integer"))
+        return super().visit(schema, name)
+
+
+def bounded_number_rule(schema: dict[str, Any], integer: bool) -> str:
+    """A GBNF rule for the numbers within the schema's bounds (no exponent).
+
+    Integral bounds are exact; a fractional bound is widened to the next integer (exclusive), so the
+    grammar admits a superset and the check after generation settles the rest."""
+    low = _bound(schema, "minimum", "exclusiveMinimum", upper=False, integer=integer)
+    high = _bound(schema, "maximum", "exclusiveMaximum", upper=True, integer=integer)
+    options: list[str] = []
+    # Negative values -m: v >= low means m <= -low; v <= high (when high <= 0) means m >= -high.
+    if low is None or low[0] < 0:
+        magnitude_low = None if high is None or high[0] > 0 else (-high[0], high[1])
+        magnitude_high = None if low is None else (-low[0], low[1])
+        body = _magnitude(magnitude_low, magnitude_high, integer)
+        if body:
+            options.append(f'"-" ({body})')
+    if high is None or high[0] > 0 or (high[0] == 0 and high[1]):
+        magnitude_low = None if low is None or low[0] < 0 else low
+        body = _magnitude(magnitude_low, high, integer)
+        if body:
+            options.append(body)
+    if not options:
+        raise GrammarRefused("the numeric bounds admit no value")
+    return f"({' | '.join(options)}) space"
+
+
+def _bound(
+    schema: dict[str, Any], inclusive: str, exclusive: str, *, upper: bool, integer: bool
+) -> Bound | None:
+    """The tighter of the inclusive and exclusive bound, as an integer (widened when fractional)."""
+    found: list[Bound] = []
+    for key, allowed in ((inclusive, True), (exclusive, False)):
+        value = schema.get(key)
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            continue
+        whole = math.floor(value) if upper else math.ceil(value)
+        if whole != value:  # a fractional bound: the next integer outward, excluded
+            whole, allowed = (whole + 1, False) if upper else (whole - 1, False)
+        if integer and not allowed:  # integers: an excluded bound is the next integer included
+            whole, allowed = (whole - 1, True) if upper else (whole + 1, True)
+        found.append((int(whole), allowed))
+    if not found:
+        return None
+    # The tighter bound: the lowest upper bound, the highest lower bound (exclusive wins a tie).
+    return (
+        min(found, key=lambda b: (b[0], b[1]))
+        if upper
+        else max(found, key=lambda b: (b[0], not b[1]))
+    )
+
+
+def _magnitude(low: Bound | None, high: Bound | None, integer: bool) -> str:
+    """Non-negative decimals m with low <= m <= high (each end inclusive or not); "" when none."""
+    options: list[str] = []
+    start = 0 if low is None else low[0] if low[1] else low[0] + 1
+    if low is not None and not low[1] and not integer and (high is None or low[0] < high[0]):
+        options.append(f"{_whole(low[0], low[0])} {_FRACTION_NONZERO}")
+    end: int | None = None
+    if high is not None:
+        end = high[0] - 1
+        if high[1] and high[0] >= start:
+            options.append(_whole(high[0], high[0]) + ("" if integer else f" {_FRACTION_ZERO}"))
+    if end is None or start <= end:
+        options.append(_whole(start, end) + ("" if integer else f" {_FRACTION_ANY}"))
+    return " | ".join(f"({option})" for option in options)
+
+
+def _whole(low: int, high: int | None) -> str:
+    """Integers low..high (no upper limit: None) in decimal without leading zeros."""
+    options = []
+    digits = len(str(low))
+    top = _MAX_DIGITS if high is None else len(str(high))
+    for length in range(digits, top + 1):
+        first = low if length == digits else 10 ** (length - 1)
+        last = 10**length - 1 if high is None or length < top else high
+        if high is None and length > digits:
+            options.append(f"[1-9] [0-9]{{{length - 1},{_MAX_DIGITS - 1}}}")
+            break
+        options.append(_same_length(str(first), str(last)))
+    return options[0] if len(options) == 1 else "(" + " | ".join(options) + ")"
+
+
+def _same_length(low: str, high: str) -> str:
+    """Digit strings of one length from low to high, as GBNF."""
+    if len(low) == 1:
+        return f"[{low}-{high}]" if low != high else f'"{low}"'
+    rest = len(low) - 1
+    if low[0] == high[0]:
+        return f'"{low[0]}" {_same_length(low[1:], high[1:])}'
+    if low[1:] == "0" * rest and high[1:] == "9" * rest:
+        return f"[{low[0]}-{high[0]}] [0-9]{{{rest}}}"
+    options = [f'"{low[0]}" ({_same_length(low[1:], "9" * rest)})']
+    if int(high[0]) - int(low[0]) > 1:
+        options.append(f"[{int(low[0]) + 1}-{int(high[0]) - 1}] [0-9]{{{rest}}}")
+    options.append(f'"{high[0]}" ({_same_length("0" * rest, high[1:])})')
+    return "(" + " | ".join(options) + ")"
+
+
+JSON_OBJECT_GRAMMAR: str = json_schema_grammar({"type": "object"})

@@ -1,16 +1,19 @@
-"""The embedded provider: llama.cpp in-process, one generation at a time, in arrival order.
+"""The embedded provider: llama.cpp in a child process, one generation at a time, in arrival order.
 
-Generations run on a single worker thread (the queue is the executor's); pieces travel back to the
-event loop through an asyncio queue, so a stream is relayed token by token and a client that goes
-away stops its generation at the next token.
+The weights live in the engine's own process (engine_process.py), so a native crash ends it and
+not the gateway. Generations are driven from a single worker thread (the queue is the executor's);
+pieces travel back to the event loop through an asyncio queue, so a stream is relayed token by
+token and a client that goes away stops its generation at the next token.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import importlib.util
 import json
 import logging
+import re
 import secrets
 import threading
 from collections.abc import AsyncGenerator
@@ -19,8 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hanse import structured
 from hanse.config.schema import ModelConfig, ProviderConfig, RouteConfig
 from hanse.domain import (
+    Choice,
     ChoiceDelta,
     Completion,
     InferenceRequest,
@@ -28,14 +33,15 @@ from hanse.domain import (
     ToolCallDelta,
     Usage,
 )
-from hanse.errors import INVALID_VALUE, HanseError
+from hanse.errors import INVALID_VALUE, SCHEMA_NOT_MET, HanseError
+from hanse.providers.base import ProviderFailure
 from hanse.providers.collect import collect_stream
+from hanse.providers.engine_process import EngineCrashed, EngineProcess
 from hanse.providers.llama_engine import (
     GRAMMAR_REPETITION_LIMIT,
     JSON_OBJECT_GRAMMAR,
     Cancelled,
     GrammarRefused,
-    LlamaEngine,
     Outcome,
     Piece,
     SamplingParams,
@@ -69,33 +75,80 @@ class LocalProvider:
         self.id = config.id
         self._config = config
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hanse-llama")
-        self._engine: LlamaEngine | None = None
+        self._engine: EngineProcess | None = None
 
     async def start(self) -> None:
         path = self._config.model_path or embedded_model_path()
         loop = asyncio.get_running_loop()
+        # In a child process of its own: a native crash in llama.cpp ends that process (and the
+        # requests it was serving, as provider failures), never the gateway; it is restarted.
         self._engine = await loop.run_in_executor(
-            self._executor, LlamaEngine, path, self._config.n_ctx, self._config.n_threads
+            self._executor, EngineProcess, path, self._config.n_ctx, self._config.n_threads
         )
 
     async def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
+        if self._engine is not None:
+            self._engine.close()
 
     @property
-    def engine(self) -> LlamaEngine:
+    def engine(self) -> EngineProcess:
         if self._engine is None:
             raise RuntimeError("the embedded model is not loaded")
         return self._engine
 
     def count_input_tokens(self, request: InferenceRequest, model: ModelConfig) -> int | None:
-        return len(self.engine.prompt_tokens(prompt_messages(request)))
+        try:
+            return len(self.engine.prompt_tokens(prompt_messages(request)))
+        except EngineCrashed:  # restarting: the estimate will do for planning
+            return None
 
     async def complete(self, request: InferenceRequest, route: RouteConfig) -> Completion:
-        return await collect_stream(self.stream(request, route))
+        """The whole answer; a choice that misses what the grammar promised is generated once
+        more (shown its answer and the problem), and one that still misses is INFERENCE_3209."""
+        answer = await collect_stream(self._generate(request))
+        forced = _forced(request)
+        choices = list(answer.choices)
+        usage = answer.usage
+        for position, choice in enumerate(choices):
+            problem = structured.native_problem(request, choice, forced_tool=forced)
+            if problem is None:
+                continue
+            retry = structured.repair(request, _answer_text(choice), problem)
+            again = await collect_stream(self._generate(retry))
+            usage.prompt_tokens += again.usage.prompt_tokens
+            usage.completion_tokens += again.usage.completion_tokens
+            redone = again.choices[0]
+            problem = structured.native_problem(retry, redone, forced_tool=forced)
+            if problem is not None:
+                raise _unmet(problem, "even after a second generation")
+            choices[position] = dataclasses.replace(redone, index=choice.index)
+        return Completion(choices, usage, answer.system_fingerprint)
 
     async def stream(
         self, request: InferenceRequest, route: RouteConfig
     ) -> AsyncGenerator[StreamEvent, None]:
+        """The answer as it is generated; a choice that misses what the grammar promised ends
+        the stream with INFERENCE_3209 instead of its finishing chunk (its text is already out)."""
+        forced = _forced(request)
+        seen: dict[int, list[ChoiceDelta]] = {}
+        events = self._generate(request)
+        try:
+            async for event in events:
+                if isinstance(event, ChoiceDelta):
+                    seen.setdefault(event.index, []).append(event)
+                    if event.finish_reason is not None:
+                        choice = await collect_stream(_replay(seen.pop(event.index)))
+                        problem = structured.native_problem(
+                            request, choice.choices[0], forced_tool=forced
+                        )
+                        if problem is not None:
+                            raise _unmet(problem, "in a stream, where no second try is possible")
+                yield event
+        finally:
+            await events.aclose()
+
+    async def _generate(self, request: InferenceRequest) -> AsyncGenerator[StreamEvent, None]:
         plan = self._plan(request)
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Any] = asyncio.Queue()
@@ -128,13 +181,18 @@ class LocalProvider:
 
     def _plan(self, request: InferenceRequest) -> _Plan:
         engine = self.engine
-        tokens = engine.prompt_tokens(prompt_messages(request))
+        try:
+            tokens = engine.prompt_tokens(prompt_messages(request))
+        except EngineCrashed as exc:
+            raise _engine_failure(exc) from exc
         grammar, tool_mode = self._grammar(request)
         if grammar is not None and grammar is not JSON_OBJECT_GRAMMAR:
             try:
-                engine.check_grammar(grammar)  # cheap, on the event loop: a NULL sampler crashes
+                engine.check_grammar(grammar)  # cheap, before use: a NULL sampler crashes
             except GrammarRefused as exc:
                 raise _refusal(exc, _grammar_param(tool_mode)) from exc
+            except EngineCrashed as exc:
+                raise _engine_failure(exc) from exc
         room = engine.n_ctx - len(tokens)
         max_tokens = min(request.max_tokens or room, room)
         choices = [
@@ -150,6 +208,7 @@ class LocalProvider:
                 stop=request.stop,
                 grammar=grammar,
                 logprobs=request.logprobs,
+                logit_bias={k: float(v) for k, v in (request.logit_bias or {}).items()} or None,
                 top_logprobs=request.top_logprobs,
             )
             for i in range(request.n)
@@ -188,9 +247,16 @@ class LocalProvider:
                     emit(item)
         except Cancelled as stop:
             return generated + stop.completion_tokens
+        except EngineCrashed as exc:
+            emit(_engine_failure(exc))
         except Exception as exc:
             emit(exc)
         return None
+
+
+def _engine_failure(exc: EngineCrashed) -> ProviderFailure:
+    """The engine's process died or is restarting: the provider failed, not the request."""
+    return ProviderFailure("server", str(exc))
 
 
 def _grammar_param(tool_mode: str) -> str:
@@ -212,42 +278,142 @@ def _log_cancellation(job: asyncio.Future[int | None]) -> None:
         log.info("generation cancelled", extra={"completion_tokens": job.result()})
 
 
+def _forced(request: InferenceRequest) -> bool:
+    """Whether a grammar forces a tool call (`required` or a named function)."""
+    return bool(request.tools) and (
+        request.tool_choice == "required" or request.forced_tool() is not None
+    )
+
+
+def _unmet(problem: str, when: str) -> HanseError:
+    return HanseError(
+        SCHEMA_NOT_MET,
+        f"The embedded model's answer did not match the schema, {when}: {problem}",
+        details={"problem": problem},
+    )
+
+
+def _answer_text(choice: Choice) -> str:
+    if choice.tool_calls:
+        call = choice.tool_calls[0]
+        return f'{{"name": {json.dumps(call.name)}, "arguments": {call.arguments}}}'
+    return choice.content or ""
+
+
+async def _replay(deltas: list[ChoiceDelta]) -> AsyncGenerator[StreamEvent, None]:
+    for delta in deltas:
+        yield dataclasses.replace(delta, index=0)
+
+
+# What a forced call's text starts with: the grammar puts `name` first, then `arguments`.
+_CALL_HEAD = re.compile(r'\s*\{\s*"name"\s*:\s*"((?:[^"\\]|\\.)*)"\s*,\s*"arguments"\s*:\s*')
+_PARTIAL_NAME = re.compile(r'"name"\s*:\s*"((?:[^"\\]|\\.)*)')
+# The end of the text that may still be the wrapper's closing brace (and the spaces around it).
+_CALL_TAIL = re.compile(r"\s*(?:\}\s*)?\Z")
+
+
 class _ChoiceShaper:
-    """Turns one choice's raw text into content deltas or, for a tool call, tool-call deltas."""
+    """Turns one choice's raw text into content deltas or, for a tool call, tool-call deltas.
+
+    A forced call (the grammar guarantees `{"name": ..., "arguments": ...}`) is streamed as
+    OpenAI does: a first delta with the id and name as soon as the name is complete, then the
+    arguments as they are generated; the wrapper's own text never goes out. An `auto` answer is
+    held while it may still be a call and parsed once it ends."""
 
     def __init__(self, index: int, tool_mode: str, request: InferenceRequest) -> None:
         self.index = index
         self.tool_mode = tool_mode
-        self.tool_names = {t["function"]["name"] for t in request.tools}
+        self.tool_names: list[str] = [str(t["function"]["name"]) for t in request.tools]
+        self.named = request.forced_tool()
         self.buffer = ""
         self.buffered_logprobs: list[dict[str, Any]] = []
         self.streaming_text = tool_mode == "none"
+        self.call_started = False
+        self.arguments_sent = ""
 
     def feed(self, piece: Piece) -> list[ChoiceDelta]:
         if self.streaming_text:
             return [ChoiceDelta(self.index, content=piece.text, logprobs=piece.logprobs)]
         self.buffer += piece.text
+        if self.tool_mode == "forced":
+            return self._feed_call()
         self.buffered_logprobs += piece.logprobs or []
         stripped = self.buffer.lstrip()
-        if self.tool_mode == "auto" and stripped and not stripped.startswith("{"):
+        if stripped and not stripped.startswith("{"):
             # Not a tool call after all: release what was held and stream the rest.
             self.streaming_text = True
             return [self._buffered_text()]
         return []
 
     def finish(self, finish_reason: str) -> list[ChoiceDelta]:
+        if self.tool_mode == "forced":
+            return self._finish_call(finish_reason)
         if self.streaming_text:
             return [ChoiceDelta(self.index, finish_reason=finish_reason)]  # type: ignore[arg-type]
-        call = _parse_call(self.buffer, self.tool_names)
+        call = _parse_call(self.buffer, set(self.tool_names))
         if call is None:
             text = self._buffered_text()
             return [text, ChoiceDelta(self.index, finish_reason=finish_reason)]  # type: ignore[arg-type]
         name, arguments = call
-        delta = ToolCallDelta(0, id="call_" + secrets.token_hex(12), name=name, arguments=arguments)
+        delta = ToolCallDelta(0, id=_call_id(), name=name, arguments=arguments)
+        reason = "tool_calls" if finish_reason == "stop" else finish_reason
         return [
             ChoiceDelta(self.index, tool_calls=[delta]),
-            ChoiceDelta(self.index, finish_reason="tool_calls"),
+            ChoiceDelta(self.index, finish_reason=reason),  # type: ignore[arg-type]
         ]
+
+    def _feed_call(self) -> list[ChoiceDelta]:
+        deltas: list[ChoiceDelta] = []
+        if not self.call_started:
+            head = _CALL_HEAD.match(self.buffer)
+            if head is None:
+                return []
+            self.call_started = True
+            self.buffer = self.buffer[head.end() :]
+            deltas.append(self._call_head(_unescape(head.group(1))))
+        if not self.arguments_sent:
+            self.buffer = self.buffer.lstrip()
+        safe = _CALL_TAIL.search(self.buffer)
+        cut = safe.start() if safe else len(self.buffer)
+        if cut:
+            deltas.append(self._arguments(self.buffer[:cut]))
+            self.buffer = self.buffer[cut:]
+        return deltas
+
+    def _finish_call(self, finish_reason: str) -> list[ChoiceDelta]:
+        deltas: list[ChoiceDelta] = []
+        if not self.call_started:
+            # Cut before the name was complete: the call is still a call, of the likeliest name.
+            self.call_started = True
+            deltas.append(self._call_head(self._likely_name()))
+            self.buffer = ""
+        rest = self.buffer.rstrip()
+        closed = rest.removesuffix("}").rstrip()
+        if rest.endswith("}") and _parses(self.arguments_sent + closed):
+            rest = closed  # that brace closed the wrapper, not the arguments
+        if rest:
+            deltas.append(self._arguments(rest))
+        self.buffer = ""
+        if finish_reason == "stop":
+            # OpenAI finishes a named tool choice with `stop`, `required` with `tool_calls`.
+            finish_reason = "stop" if self.named else "tool_calls"
+        deltas.append(ChoiceDelta(self.index, finish_reason=finish_reason))  # type: ignore[arg-type]
+        return deltas
+
+    def _call_head(self, name: str) -> ChoiceDelta:
+        head = ToolCallDelta(0, id=_call_id(), name=name, arguments="")
+        return ChoiceDelta(self.index, tool_calls=[head])
+
+    def _arguments(self, text: str) -> ChoiceDelta:
+        self.arguments_sent += text
+        return ChoiceDelta(self.index, tool_calls=[ToolCallDelta(0, arguments=text)])
+
+    def _likely_name(self) -> str:
+        if self.named:
+            return self.named
+        partial = _PARTIAL_NAME.search(self.buffer)
+        prefix = _unescape(partial.group(1)) if partial else ""
+        return next((n for n in self.tool_names if n.startswith(prefix)), self.tool_names[0])
 
     def _buffered_text(self) -> ChoiceDelta:
         delta = ChoiceDelta(
@@ -255,6 +421,25 @@ class _ChoiceShaper:
         )
         self.buffer, self.buffered_logprobs = "", []
         return delta
+
+
+def _call_id() -> str:
+    return "call_" + secrets.token_hex(12)
+
+
+def _parses(text: str) -> bool:
+    try:
+        json.loads(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _unescape(text: str) -> str:
+    try:
+        return str(json.loads(f'"{text}"'))
+    except ValueError:
+        return text
 
 
 def _parse_call(text: str, names: set[str]) -> tuple[str, str] | None:

@@ -1,12 +1,22 @@
-"""A provider that forwards to any OpenAI-shaped upstream (vLLM, SGLang, llama.cpp server, OpenAI...)."""
+"""A provider that forwards to any OpenAI-shaped upstream (vLLM, SGLang, llama.cpp server, OpenAI...).
+
+What comes back is checked field by field: a malformed answer is the provider's failure (failed
+over, counted by the breaker), never the gateway's. An upstream's error text stays in the log.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import os
+import re
+import secrets
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import aiohttp
@@ -18,14 +28,14 @@ from hanse.domain import (
     ChoiceDelta,
     Completion,
     InferenceRequest,
+    Logprobs,
     StreamEvent,
     ToolCall,
     ToolCallDelta,
     Usage,
 )
-from hanse.errors import CONTENT_FILTERED, PROVIDER_REJECTED, HanseError
+from hanse.errors import CONTENT_FILTERED, CONTEXT_EXCEEDED, PROVIDER_REJECTED, HanseError
 from hanse.providers.base import ProviderFailure
-from hanse.tokens import estimate_tokens
 
 log = logging.getLogger("hanse.providers")
 
@@ -46,6 +56,60 @@ _OPTIONAL = (
 _FINISH = {"stop", "length", "tool_calls", "content_filter"}
 # OpenAI's and Azure's codes for a refusal by the provider's safety filter.
 _CONTENT_FILTER_CODES = {"content_filter", "content_policy_violation"}
+# Error codes and types a client may see: names from OpenAI's, vLLM's and llama.cpp's catalogs,
+# never free text (an upstream's message can hold its URL, a path, or a key it echoes).
+_SAFE_CODES = frozenset(
+    {
+        "content_filter",
+        "content_policy_violation",
+        "context_length_exceeded",
+        "invalid_value",
+        "invalid_type",
+        "invalid_request_error",
+        "invalid_prompt",
+        "missing_required_parameter",
+        "unsupported_parameter",
+        "unsupported_value",
+        "unknown_parameter",
+        "string_above_max_length",
+        "array_above_max_length",
+        "integer_above_max_value",
+        "integer_below_min_value",
+        "model_not_found",
+        "invalid_image",
+        "invalid_image_url",
+        "image_parse_error",
+        "tool_use_failed",
+        "json_validate_failed",
+    }
+)
+_SAFE_TYPES = frozenset(
+    {
+        "invalid_request_error",
+        "not_found_error",
+        "BadRequestError",
+        "NotFoundError",
+        "UnprocessableEntityError",
+        "invalid_request",
+        "validation_error",
+    }
+)
+_PARAM = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,40}(\[\d{1,4}\]|\.[A-Za-z_][A-Za-z0-9_]{0,40}){0,6}")
+# What looks like a credential in an upstream's text, blanked before it is logged.
+_SECRETS = (
+    (re.compile(r"(?i)(bearer\s+)[^\s\"',;]+"), r"\1[redacted]"),
+    (re.compile(r"\bsk-[A-Za-z0-9_\-]{6,}"), "[redacted]"),
+    (
+        re.compile(r"(?i)((?:api[_-]?key|token|secret|password)[\"']?\s*[:=]\s*[\"']?)[^\s\"',;]+"),
+        r"\1[redacted]",
+    ),
+)
+_LOGGED_CHARS = 500
+# Bounds beyond which a provider's number is nonsense (a failure, never a credit or a long hold).
+_MAX_TOKENS = 10**9
+_MAX_TOOL_CALLS = 1024
+_MAX_RETRY_AFTER_S = 3600.0
+_SERVICE_TIERS = frozenset({"auto", "default", "flex", "scale", "priority", "fast"})
 
 
 class OpenAICompatibleProvider:
@@ -56,12 +120,14 @@ class OpenAICompatibleProvider:
         self._config = config
         self._url = f"{(config.base_url or '').rstrip('/')}/chat/completions"
         self._session: aiohttp.ClientSession | None = None
+        self._secret = ""
 
     async def start(self) -> None:
         headers = {"Content-Type": "application/json"}
         if self._config.api_key_env:
             secret = os.environ.get(self._config.api_key_env)
             if secret:
+                self._secret = secret
                 headers["Authorization"] = f"Bearer {secret}"
             else:
                 log.warning(
@@ -94,16 +160,17 @@ class OpenAICompatibleProvider:
             await self._raise_for_status(response)
             raw = await self._read(response)
         try:
-            return _completion(orjson.loads(raw))
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-            raise ProviderFailure("malformed", "the provider sent a malformed answer") from exc
+            parsed = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise _malformed("the body is not JSON") from exc
+        return _completion(parsed, request.n)
 
     async def stream(
         self, request: InferenceRequest, route: RouteConfig
     ) -> AsyncGenerator[StreamEvent, None]:
         body = self._body(request, route)
         usage: Usage | None = None
-        completion_chars = 0
+        chunks = 0
         started: set[int] = set()
         finished: set[int] = set()
         async with self._post(body) as response:
@@ -115,16 +182,18 @@ class OpenAICompatibleProvider:
                     data = line[5:].strip()
                     if data == b"[DONE]":
                         break
-                    chunk = _loads_chunk(data)
-                    if chunk.get("usage"):
+                    chunk = self._loads_chunk(data)
+                    chunks += 1
+                    if chunk.get("usage") is not None:
                         usage = _usage(chunk["usage"])
-                    for delta in _deltas(chunk):
-                        completion_chars += len(delta.content or "")
+                    for delta in _deltas(chunk, request.n):
                         started.add(delta.index)
                         if delta.finish_reason:
                             finished.add(delta.index)
                         yield delta
                 else:
+                    if not chunks:
+                        raise _malformed("the stream held no chunk")
                     # The body ended without [DONE]: a truncated answer unless every choice finished.
                     if not started or started - finished:
                         raise ProviderFailure("connect", "the provider ended the stream early")
@@ -132,18 +201,23 @@ class OpenAICompatibleProvider:
                 raise ProviderFailure("timeout", "the provider stopped sending") from exc
             except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as exc:
                 raise ProviderFailure("connect", "the provider cut the stream") from exc
-        prompt = estimate_tokens(request.messages) + request.image_tokens
-        yield usage or Usage(prompt, (completion_chars + 3) // 4)
+        # No usage at all: the gateway counts the tokens itself (the counts stay 0 until then).
+        yield usage or Usage(source="missing")
 
     def _body(self, request: InferenceRequest, route: RouteConfig) -> dict[str, Any]:
+        messages = request.messages
+        if self._config.wire_form == "compatible":
+            messages = [_compatible(message) for message in messages]
         body: dict[str, Any] = {
             "model": route.upstream_model or request.model,
-            "messages": request.messages,
+            "messages": messages,
         }
         for name in _OPTIONAL:
             value = getattr(request, name)
             if value is not None:
                 body[name] = value
+        if request.logit_bias:
+            body["logit_bias"] = {str(token): bias for token, bias in request.logit_bias.items()}
         if request.stop:
             body["stop"] = request.stop
         if request.n != 1:
@@ -176,30 +250,81 @@ class OpenAICompatibleProvider:
             raise ProviderFailure("timeout", "the provider did not answer in time") from exc
 
     async def _raise_for_status(self, response: aiohttp.ClientResponse) -> None:
-        if response.status == 200:
-            return
-        message, code = _upstream_error(await self._read(response))
+        """Turn a non-2xx answer into a failure; the provider's own text only reaches the log."""
         status = response.status
+        if 200 <= status < 300:
+            return
+        error = _upstream_error(await self._read(response))
+        log.warning(
+            "provider %s answered HTTP %s (code %s): %s",
+            self.id,
+            status,
+            error.code,
+            self._redact(error.text),
+        )
         if status == 429:
+            retry_after = _retry_after(response.headers.get("Retry-After"))
             raise ProviderFailure(
                 "rate_limited",
                 "the provider is rate-limited",
                 status=status,
-                retry_after=_retry_after(response.headers.get("Retry-After")),
+                retry_after=retry_after,
             )
-        if status in (401, 403):
+        if status in (401, 402, 403):  # the gateway's own key or account, not the client's request
             raise ProviderFailure(
                 "auth", "the provider refused the gateway's credentials", status=status
             )
-        if status >= 500 or status in (404, 408):
+        if not 400 <= status < 500 or status in (404, 408):
             raise ProviderFailure("server", f"the provider answered {status}", status=status)
-        if code in _CONTENT_FILTER_CODES:
-            raise HanseError(CONTENT_FILTERED, details={"provider_message": message}, param=None)
+        details: dict[str, Any] = {"provider_status": status}
+        for name in ("code", "type", "param"):
+            value = getattr(error, name)
+            if value is not None:
+                details[f"provider_{name}"] = value
+        if error.code in _CONTENT_FILTER_CODES:
+            raise HanseError(CONTENT_FILTERED, details=details)
+        if error.code == "context_length_exceeded":  # the gateway's own 3207, as clients match it
+            raise HanseError(
+                CONTEXT_EXCEEDED,
+                "This model's maximum context length is smaller than this request, the provider"
+                " says. Please reduce the length of the messages or completion."
+                " (context_length_exceeded)",
+                param="messages",
+                details={**details, "openai_code": "context_length_exceeded"},
+            )
+        shown = f"HTTP {status}" + (f", {error.code}" if error.code else "")
         raise HanseError(
             PROVIDER_REJECTED,
-            f"The provider rejected the request: {message}",
-            details={"provider_status": status, "provider_message": message},
+            f"The provider rejected the request ({shown}).",
+            details=details,
+            param=error.param,
         )
+
+    def _loads_chunk(self, data: bytes) -> dict[str, Any]:
+        try:
+            chunk = orjson.loads(data)
+        except orjson.JSONDecodeError as exc:
+            raise _malformed("a chunk is not JSON") from exc
+        if not isinstance(chunk, dict):
+            raise _malformed("a chunk is not an object")
+        if "error" in chunk:
+            error = _error_fields(chunk["error"])
+            log.warning(
+                "provider %s reported an error mid-stream (code %s): %s",
+                self.id,
+                error.code,
+                self._redact(error.text),
+            )
+            raise ProviderFailure("server", "the provider reported an error mid-stream")
+        return chunk
+
+    def _redact(self, text: str) -> str:
+        """An upstream's text fit for the log: one line, no key (ours or any that looks like one)."""
+        if self._secret:
+            text = text.replace(self._secret, "[redacted]")
+        for pattern, replacement in _SECRETS:
+            text = pattern.sub(replacement, text)
+        return text.replace("\n", " ")[:_LOGGED_CHARS]
 
     @staticmethod
     async def _read(response: aiohttp.ClientResponse) -> bytes:
@@ -229,94 +354,243 @@ def _response_format(request: InferenceRequest) -> dict[str, Any]:
     return {"type": "json_schema", "json_schema": schema}
 
 
-def _upstream_error(raw: bytes) -> tuple[str, str | None]:
-    """The message and code of an upstream's OpenAI-shaped error body (truncated, never trusted)."""
+def _compatible(message: dict[str, Any]) -> dict[str, Any]:
+    """A message in the form every OpenAI-shaped server accepts (many predate `developer`, content
+    part arrays, or a null `content` beside tool calls)."""
+    out = dict(message)
+    if out.get("role") == "developer":
+        out["role"] = "system"
+    content = out.get("content")
+    if (
+        isinstance(content, list)
+        and content
+        and all(isinstance(p, dict) and p.get("type") == "text" for p in content)
+    ):
+        # Joined as vLLM joins them.
+        out["content"] = "\n".join(str(part.get("text") or "") for part in content)
+    if out.get("role") == "assistant" and out.get("tool_calls") and out.get("content") is None:
+        out["content"] = ""
+    return out
+
+
+# Upstream errors.
+
+
+@dataclass(frozen=True, slots=True)
+class _UpstreamError:
+    """What an upstream error body says: fields from a known safe set, and its text (log only)."""
+
+    code: str | None
+    type: str | None
+    param: str | None
+    text: str
+
+
+def _upstream_error(raw: bytes) -> _UpstreamError:
     try:
-        error = orjson.loads(raw).get("error")
-    except (orjson.JSONDecodeError, AttributeError):
-        return raw[:200].decode("utf-8", "replace") or "no message", None
+        parsed = orjson.loads(raw)
+    except orjson.JSONDecodeError:  # an HTML page, a proxy's plain text...
+        return _UpstreamError(None, None, None, raw[:_LOGGED_CHARS].decode("utf-8", "replace"))
+    error = parsed.get("error", parsed) if isinstance(parsed, dict) else parsed
+    return _error_fields(error)
+
+
+def _error_fields(error: Any) -> _UpstreamError:
     if not isinstance(error, dict):
-        return (str(error)[:500] if error else "no message"), None
-    code = error.get("code")
-    message = error.get("message")
-    return (str(message)[:500] if message else "no message"), (
-        code if isinstance(code, str) else None
+        return _UpstreamError(None, None, None, str(error)[:_LOGGED_CHARS])
+    code, type_, param = error.get("code"), error.get("type"), error.get("param")
+    return _UpstreamError(
+        code=code if code in _SAFE_CODES else None,
+        type=type_ if type_ in _SAFE_TYPES else None,
+        param=param if isinstance(param, str) and _PARAM.fullmatch(param) else None,
+        text=str(error.get("message") or error.get("detail") or error)[:_LOGGED_CHARS],
     )
 
 
 def _retry_after(value: str | None) -> float | None:
-    try:
-        return max(0.0, float(value)) if value else None
-    except ValueError:
+    """Seconds to wait, from delta-seconds or an HTTP date, within bounds; None if it is neither."""
+    if not value:
         return None
-
-
-def _loads_chunk(data: bytes) -> dict[str, Any]:
     try:
-        chunk = orjson.loads(data)
-    except orjson.JSONDecodeError as exc:
-        raise ProviderFailure("malformed", "the provider sent a malformed chunk") from exc
-    if not isinstance(chunk, dict):
-        raise ProviderFailure("malformed", "the provider sent a malformed chunk")
-    if "error" in chunk:
-        raise ProviderFailure("server", "the provider reported an error mid-stream")
-    return chunk
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            log.warning("ignoring an unreadable Retry-After %r", value[:40])
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        seconds = max(0.0, (when - datetime.now(UTC)).total_seconds())
+    if not math.isfinite(seconds) or seconds < 0:
+        log.warning("ignoring an impossible Retry-After %r", value[:40])
+        return None
+    return min(seconds, _MAX_RETRY_AFTER_S)
 
 
-def _usage(raw: dict[str, Any]) -> Usage:
-    return Usage(int(raw.get("prompt_tokens") or 0), int(raw.get("completion_tokens") or 0))
+# Answers: every field is checked, since a malformed answer is the provider's failure, not ours.
+
+
+def _malformed(what: str) -> ProviderFailure:
+    return ProviderFailure("malformed", f"the provider sent a malformed answer: {what}")
+
+
+def _object(value: Any, what: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise _malformed(f"{what} is not an object")
+    return value
+
+
+def _list(value: Any, what: str) -> list[Any]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise _malformed(f"{what} is not a list")
+    return value
+
+
+def _text(value: Any, what: str) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    raise _malformed(f"{what} is not a string")
+
+
+def _index(value: Any, bound: int, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < bound:
+        raise _malformed(f"{what} {str(value)[:20]} is out of range")
+    return value
+
+
+def _count(raw: dict[str, Any], name: str) -> int:
+    value = raw.get(name)
+    if value is None:
+        return 0
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= _MAX_TOKENS:
+        raise _malformed(f"usage {name} is not a plausible count")
+    return value
+
+
+def _usage(raw: Any) -> Usage:
+    """The provider's counts; `missing` when it sent none (never a negative or absurd count)."""
+    usage = _object(raw, "usage")
+    if usage.get("prompt_tokens") is None and usage.get("completion_tokens") is None:
+        return Usage(source="missing")
+    prompt, completion = _count(usage, "prompt_tokens"), _count(usage, "completion_tokens")
+    prompt_details = _object(usage.get("prompt_tokens_details"), "prompt_tokens_details")
+    completion_details = _object(usage.get("completion_tokens_details"), "completion_details")
+    return Usage(
+        prompt,
+        completion,
+        cached_prompt_tokens=min(prompt, _count(prompt_details, "cached_tokens")),
+        reasoning_tokens=min(completion, _count(completion_details, "reasoning_tokens")),
+    )
 
 
 def _finish(value: Any) -> Any:
     return value if value in _FINISH else ("stop" if value else None)
 
 
-def _completion(raw: dict[str, Any]) -> Completion:
-    choices: list[Choice] = []
-    for item in raw["choices"]:
-        message = item.get("message") or {}
-        calls = [
-            ToolCall(id=c["id"], name=c["function"]["name"], arguments=c["function"]["arguments"])
-            for c in message.get("tool_calls") or []
-        ]
-        logprobs = (item.get("logprobs") or {}).get("content")
-        choices.append(
-            Choice(
-                index=int(item.get("index", len(choices))),
-                content=message.get("content"),
-                finish_reason=_finish(item.get("finish_reason")) or "stop",
-                tool_calls=calls,
-                logprobs=logprobs,
-            )
+def _reasoning(fields: dict[str, Any]) -> str | None:
+    """vLLM's and DeepSeek's `reasoning_content`, or OpenRouter's `reasoning`."""
+    found = _text(fields.get("reasoning_content"), "reasoning_content")
+    return found if found is not None else _text(fields.get("reasoning"), "reasoning")
+
+
+def _logprobs(item: dict[str, Any]) -> Logprobs | None:
+    content = _object(item.get("logprobs"), "logprobs").get("content")
+    if content is None:
+        return None
+    if not isinstance(content, list) or not all(isinstance(e, dict) for e in content):
+        raise _malformed("logprobs.content is not a list of objects")
+    return content
+
+
+def _fingerprint(raw: dict[str, Any]) -> str | None:
+    value = raw.get("system_fingerprint")
+    return value if isinstance(value, str) and len(value) <= 200 else None
+
+
+def _service_tier(raw: dict[str, Any]) -> str | None:
+    value = raw.get("service_tier")
+    return value if value in _SERVICE_TIERS else None
+
+
+def _tool_call(raw: Any) -> ToolCall:
+    if not isinstance(raw, dict):
+        raise _malformed("a tool call is not an object")
+    function = _object(raw.get("function"), "tool call function")
+    name = _text(function.get("name"), "tool call name")
+    arguments = _text(function.get("arguments"), "tool call arguments")
+    if not name:
+        raise _malformed("a tool call has no name")
+    call_id = _text(raw.get("id"), "tool call id") or "call_" + secrets.token_hex(12)
+    return ToolCall(id=call_id, name=name, arguments=arguments or "")
+
+
+def _completion(raw: Any, n: int) -> Completion:
+    body = _object(raw, "the body")
+    items = _list(body.get("choices"), "choices")
+    if not items:
+        raise _malformed("no choices")
+    choices: dict[int, Choice] = {}
+    for position, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise _malformed("a choice is not an object")
+        index = _index(item.get("index", position), n, "choice index")
+        if index in choices:
+            raise _malformed(f"choice {index} appears twice")
+        message = _object(item.get("message"), "message")
+        choices[index] = Choice(
+            index=index,
+            content=_text(message.get("content"), "content"),
+            finish_reason=_finish(item.get("finish_reason")) or "stop",
+            tool_calls=[_tool_call(c) for c in _list(message.get("tool_calls"), "tool_calls")],
+            logprobs=_logprobs(item),
+            reasoning=_reasoning(message),
+            refusal=_text(message.get("refusal"), "refusal"),
         )
-    usage = _usage(raw.get("usage") or {})
     return Completion(
-        choices=choices, usage=usage, system_fingerprint=raw.get("system_fingerprint")
+        choices=[choices[index] for index in sorted(choices)],
+        usage=_usage(body.get("usage")),
+        system_fingerprint=_fingerprint(body),
+        service_tier=_service_tier(body),
     )
 
 
-def _deltas(chunk: dict[str, Any]) -> list[ChoiceDelta]:
+def _tool_call_delta(raw: Any) -> ToolCallDelta:
+    if not isinstance(raw, dict):
+        raise _malformed("a tool call delta is not an object")
+    function = _object(raw.get("function"), "tool call function")
+    return ToolCallDelta(
+        index=_index(raw.get("index", 0), _MAX_TOOL_CALLS, "tool call index"),
+        id=_text(raw.get("id"), "tool call id"),
+        name=_text(function.get("name"), "tool call name"),
+        arguments=_text(function.get("arguments"), "tool call arguments"),
+    )
+
+
+def _deltas(chunk: dict[str, Any], n: int) -> list[ChoiceDelta]:
     deltas = []
-    for item in chunk.get("choices") or []:
-        delta = item.get("delta") or {}
-        calls = [
-            ToolCallDelta(
-                index=int(c.get("index", 0)),
-                id=c.get("id"),
-                name=(c.get("function") or {}).get("name"),
-                arguments=(c.get("function") or {}).get("arguments"),
-            )
-            for c in delta.get("tool_calls") or []
-        ]
-        logprobs = (item.get("logprobs") or {}).get("content")
+    for item in _list(chunk.get("choices"), "choices"):
+        if not isinstance(item, dict):
+            raise _malformed("a choice is not an object")
+        delta = _object(item.get("delta"), "delta")
+        calls = [_tool_call_delta(c) for c in _list(delta.get("tool_calls"), "tool_calls")]
         deltas.append(
             ChoiceDelta(
-                index=int(item.get("index", 0)),
-                content=delta.get("content"),
+                index=_index(item.get("index", 0), n, "choice index"),
+                content=_text(delta.get("content"), "content"),
                 tool_calls=calls or None,
                 finish_reason=_finish(item.get("finish_reason")),
-                logprobs=logprobs,
-                system_fingerprint=chunk.get("system_fingerprint"),
+                logprobs=_logprobs(item),
+                system_fingerprint=_fingerprint(chunk),
+                reasoning=_reasoning(delta),
+                refusal=_text(delta.get("refusal"), "refusal"),
+                service_tier=_service_tier(chunk),
             )
         )
     return deltas

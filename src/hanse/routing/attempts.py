@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +24,7 @@ from hanse.errors import (
 from hanse.providers.base import ProviderFailure
 
 log = logging.getLogger("hanse.routing")
+ATTEMPTS_HEADER = "X-Hanse-Attempts"  # on every chat answer: how many routes were tried
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,14 +85,17 @@ class Attempts:
         """The error when every attempt failed: 3108 if all were rate-limited, 3107 if the last
         timed out, else 3103; `details.attempts` lists each in order."""
         details: dict[str, Any] = {"attempts": [a.as_dict() for a, _ in self.failures]}
+        headers = {ATTEMPTS_HEADER: str(self.count)}
         kinds = [f.kind for _, f in self.failures]
         if kinds and all(k == "rate_limited" for k in kinds):
             waits = [f.retry_after for _, f in self.failures if f.retry_after is not None]
-            headers = {"Retry-After": str(int(min(waits)) or 1)} if waits else {}
+            # Whole seconds, rounded up: a client that waits that long finds a route free again.
+            if waits:
+                headers["Retry-After"] = str(max(1, math.ceil(min(waits))))
             return HanseError(UPSTREAM_RATE_LIMITED, details=details, headers=headers)
         if kinds and kinds[-1] == "timeout":
-            return HanseError(UPSTREAM_TIMEOUT, details=details)
-        return HanseError(ALL_PROVIDERS_FAILED, details=details)
+            return HanseError(UPSTREAM_TIMEOUT, details=details, headers=headers)
+        return HanseError(ALL_PROVIDERS_FAILED, details=details, headers=headers)
 
 
 def mid_stream_error(failure: ProviderFailure, route: RouteConfig) -> HanseError:

@@ -11,6 +11,7 @@ from hanse.capabilities import needed_capabilities
 from hanse.config.schema import ModelConfig, RouteConfig
 from hanse.domain import InferenceRequest, ProviderPreferences
 from hanse.errors import NO_ROUTE, HanseError
+from hanse.tokens import lower_bound
 
 NO_PREFERENCES = ProviderPreferences()
 
@@ -35,7 +36,7 @@ def eligible(
     """The routes that may serve the request (catalog order) and the ones left out."""
     offered = model.capabilities.model_dump()
     needed = sorted(needed_capabilities(request))
-    wanted_tokens = input_tokens + (request.max_tokens or 1)
+    wanted_tokens = lower_bound(input_tokens) + (request.max_tokens or 1)  # never an over-estimate
     kept: list[RouteConfig] = []
     excluded: list[Exclusion] = []
     for route in model.routes:

@@ -15,10 +15,18 @@ from dataclasses import dataclass
 
 from hanse import structured
 from hanse.config.schema import Catalog, ModelConfig, RouteConfig
-from hanse.domain import Completion, InferenceRequest, ProviderPreferences, StreamEvent, Usage
+from hanse.domain import (
+    ChoiceDelta,
+    Completion,
+    InferenceRequest,
+    ProviderPreferences,
+    StreamEvent,
+    Usage,
+)
 from hanse.errors import HanseError
+from hanse.metrics import Metrics
 from hanse.providers.base import Provider, ProviderFailure
-from hanse.routing.attempts import Attempts
+from hanse.routing.attempts import ATTEMPTS_HEADER, Attempts
 from hanse.routing.filters import NO_PREFERENCES, arrange, eligible, no_route
 from hanse.routing.health import BreakerSettings, Health, InMemoryHealth
 from hanse.routing.ranking import (
@@ -31,7 +39,7 @@ from hanse.routing.ranking import (
     scores,
 )
 from hanse.routing.speed import SpeedBook
-from hanse.tokens import estimate_tokens
+from hanse.tokens import TokenCount, count_prompt, exact_count, tokenizer_for
 
 log = logging.getLogger("hanse.routing")
 
@@ -71,9 +79,14 @@ class Router:
     """Plans and calls routes; health and speed live here, one per gateway process."""
 
     def __init__(
-        self, catalog: Catalog, providers: Mapping[str, Provider], health: Health | None = None
+        self,
+        catalog: Catalog,
+        providers: Mapping[str, Provider],
+        health: Health | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self._catalog = catalog
+        self._metrics = metrics or Metrics()
         self._providers = providers
         self._config = catalog.routing
         self._health = health or InMemoryHealth(BreakerSettings.from_config(catalog.routing))
@@ -86,13 +99,15 @@ class Router:
     def provider(self, route: RouteConfig) -> Provider:
         return self._providers[route.provider]
 
-    def input_tokens(self, model: ModelConfig, request: InferenceRequest) -> int:
-        """The prompt's tokens: exact where a provider of the model knows its tokenizer."""
+    def input_tokens(self, model: ModelConfig, request: InferenceRequest) -> TokenCount:
+        """The prompt's tokens: exact where a provider of the model counts them itself (its chat
+        template applied), else counted with the model's tokenizer (or estimated), with every
+        input the provider receives: contents, names, tool calls, tools, the response schema."""
         for route in model.routes:
             counted = self.provider(route).count_input_tokens(request, model)
             if counted is not None:
-                return counted + request.image_tokens
-        return estimate_tokens(request.messages) + request.image_tokens
+                return exact_count(counted + request.image_tokens)
+        return count_prompt(tokenizer_for(self._catalog, model), request)
 
     def plan(
         self,
@@ -150,10 +165,11 @@ class Router:
                 async with asyncio.timeout_at(tries.deadline):
                     completion = await self._complete(plan.model, route, request)
             except (TimeoutError, ProviderFailure) as exc:
-                await self._failed(tries, key, route, _failure(exc))
+                await self._failed(tries, plan, route, _failure(exc))
                 continue
-            except HanseError:  # the provider answered: the request, not the route, is at fault
+            except HanseError as error:  # the provider answered: the request is at fault
                 await self._health.succeeded(key)
+                error.headers.setdefault(ATTEMPTS_HEADER, str(tries.count))
                 raise
             latency = time.perf_counter() - started
             await self._health.succeeded(key)
@@ -165,8 +181,10 @@ class Router:
     async def stream(
         self, plan: RoutePlan, request: InferenceRequest
     ) -> tuple[StreamEvent, AsyncGenerator[StreamEvent, None], Served]:
-        """The first event and the rest: a route that fails before its first event is failed over;
-        the time budget bounds the wait for the first event, the provider's read timeout the rest."""
+        """The first event and the rest. A route is committed by its first event that carries some
+        of the answer (see `_opening`): until then a failure, or a stream that ends without an
+        answer, is failed over. The time budget bounds the wait for that event, the provider's
+        read timeout the rest."""
         tries = self._attempts(plan)
         while (route := await tries.next()) is not None:
             key = plan.key(route)
@@ -174,28 +192,31 @@ class Router:
             events = self._stream(plan.model, route, request)
             try:
                 async with asyncio.timeout_at(tries.deadline):
-                    first = await anext(events)
-            except (TimeoutError, ProviderFailure, StopAsyncIteration) as exc:
+                    first = await _opening(events)
+            except (TimeoutError, ProviderFailure) as exc:
                 await events.aclose()
-                await self._failed(tries, key, route, _failure(exc))
+                await self._failed(tries, plan, route, _failure(exc))
                 continue
-            except HanseError:
+            except HanseError as error:
                 await events.aclose()
                 await self._health.succeeded(key)
+                error.headers.setdefault(ATTEMPTS_HEADER, str(tries.count))
                 raise
             served = self._served(plan, route, request, tries.count, time.perf_counter() - started)
-            return first, self._follow(key, route, events, served, started), served
+            follow = self._follow(plan, route, events, served, started)
+            return first, follow, served
         raise tries.error()
 
     async def _follow(
         self,
-        key: str,
+        plan: RoutePlan,
         route: RouteConfig,
         events: AsyncGenerator[StreamEvent, None],
         served: Served,
         started: float,
     ) -> AsyncGenerator[StreamEvent, None]:
         """Relay the rest of a stream; its end updates `served.latency_s`, health and speed."""
+        key = plan.key(route)
         ttft_s = served.latency_s
         completion_tokens = 0
         try:
@@ -203,7 +224,8 @@ class Router:
                 if isinstance(event, Usage):
                     completion_tokens = event.completion_tokens
                 yield event
-        except ProviderFailure:
+        except ProviderFailure as failure:
+            self._metrics.failed_attempts.labels(plan.model.id, route.id, failure.kind).inc()
             await self._health.failed(key)
             raise
         else:
@@ -247,9 +269,11 @@ class Router:
         )
 
     async def _failed(
-        self, tries: Attempts, key: str, route: RouteConfig, failure: ProviderFailure
+        self, tries: Attempts, plan: RoutePlan, route: RouteConfig, failure: ProviderFailure
     ) -> None:
         tries.failed(route, failure)
+        self._metrics.failed_attempts.labels(plan.model.id, route.id, failure.kind).inc()
+        key = plan.key(route)
         if failure.kind == "rate_limited":
             hold = failure.retry_after
             await self._health.rate_limited(
@@ -262,9 +286,23 @@ class Router:
         return route.reasoning or self._catalog.provider(route.provider).reasoning
 
 
+async def _opening(events: AsyncGenerator[StreamEvent, None]) -> ChoiceDelta:
+    """A stream's first delta that carries some of the answer (content, tool calls, reasoning, a
+    refusal, logprobs or a finish). The empty ones before it (a role-only chunk) are dropped,
+    their metadata kept on it: the client's chunks open each choice themselves."""
+    fingerprint = tier = None
+    async for event in events:
+        if isinstance(event, Usage):
+            break
+        if event.carries_answer():
+            event.system_fingerprint = event.system_fingerprint or fingerprint
+            event.service_tier = event.service_tier or tier
+            return event
+        fingerprint, tier = fingerprint or event.system_fingerprint, tier or event.service_tier
+    raise ProviderFailure("malformed", "the provider's stream ended without an answer")
+
+
 def _failure(exc: BaseException) -> ProviderFailure:
     if isinstance(exc, ProviderFailure):
         return exc
-    if isinstance(exc, StopAsyncIteration):
-        return ProviderFailure("malformed", "the provider sent an empty stream")
     return ProviderFailure("timeout", "the request's time budget ran out")

@@ -7,7 +7,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from sqlalchemy import Row, insert, select, update
+from sqlalchemy import Insert, Row, select, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from hanse.storage.database import Connection, Database
 from hanse.storage.tables import accounts
@@ -15,6 +17,10 @@ from hanse.storage.tables import accounts
 Plan = Literal["energy_then_credits", "energy_only", "credits_only"]
 PLANS: tuple[Plan, ...] = ("energy_then_credits", "energy_only", "credits_only")
 DEFAULT_PLAN: Plan = "energy_then_credits"
+# Printable: no control characters (C0, DEL, C1), line or paragraph separators or bidirectional
+# overrides, which would forge log lines or disguise one name as another; no space at either end.
+_UNPRINTABLE = r"\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069"
+ACCOUNT_NAME_PATTERN = rf"^[^{_UNPRINTABLE}\s](?:[^{_UNPRINTABLE}]*[^{_UNPRINTABLE}\s])?$"
 LimitName = Literal["requests_per_minute", "tokens_per_minute"]
 LIMITS: tuple[LimitName, ...] = ("requests_per_minute", "tokens_per_minute")
 
@@ -39,15 +45,14 @@ class AccountStore:
         self._engine = engine
 
     async def create(self, name: str, plan: Plan = DEFAULT_PLAN) -> tuple[Account, bool]:
-        """The account `name`, created with `plan` if missing; the flag says whether it was new."""
+        """The account `name`, created with `plan` if missing; the flag says whether it was new.
+
+        Concurrent creations of one name all succeed: one inserts, the others find it."""
         async with self._engine.begin() as conn:
-            found = await _by_name(conn, name)
-            if found is not None:
-                return found, False
-            await conn.execute(insert(accounts).values(name=name, plan=plan, created_at=_now()))
+            inserted = await conn.execute(_insert_missing(self._engine.url, name, plan))
             created = await _by_name(conn, name)
         assert created is not None
-        return created, True
+        return created, bool(inserted.rowcount)
 
     async def get(self, name: str) -> Account | None:
         async with self._engine.connect() as conn:
@@ -90,17 +95,22 @@ class AccountStore:
             return await _by_name(conn, name) if result.rowcount else None
 
 
-async def ensure_account(conn: Connection, name: str) -> int:
+async def ensure_account(conn: Connection, database_url: str, name: str) -> int:
     """The id of account `name`, created with the default plan if missing (for `keys create`)."""
+    await conn.execute(_insert_missing(database_url, name, DEFAULT_PLAN))
     found = await _by_name(conn, name)
-    if found is not None:
-        return found.id
-    result = await conn.execute(
+    assert found is not None
+    return found.id
+
+
+def _insert_missing(database_url: str, name: str, plan: Plan) -> Insert:
+    """INSERT ... ON CONFLICT (name) DO NOTHING: a race between two creations is no error."""
+    insert = sqlite_insert if database_url.startswith("sqlite") else postgresql_insert
+    return (
         insert(accounts)
-        .values(name=name, plan=DEFAULT_PLAN, created_at=_now())
-        .returning(accounts.c.id)
+        .values(name=name, plan=plan, created_at=_now())
+        .on_conflict_do_nothing(index_elements=[accounts.c.name])
     )
-    return int(result.scalar_one())
 
 
 async def _by_name(conn: Connection, name: str) -> Account | None:

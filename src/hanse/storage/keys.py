@@ -60,7 +60,7 @@ class KeyStore:
         key_id = "key_" + secrets.token_hex(8)
         now = datetime.now(UTC)
         async with self._engine.begin() as conn:
-            account_id = await ensure_account(conn, account)
+            account_id = await ensure_account(conn, self._engine.url, account)
             await conn.execute(
                 insert(api_keys).values(
                     id=key_id,

@@ -1,7 +1,10 @@
 """Reservations and the ledger: every balance change is one atomic conditional UPDATE.
 
 reserve: debit the worst case from one balance (`WHERE balance >= amount`) and record the hold.
-settle:  delete the hold, refund what was not spent, write the ledger row: one transaction, once.
+settle:  delete the hold, refund what was not spent (or debit what the cost exceeds it by, as far
+         as the balance goes: a balance never goes below zero), write the ledger row with what
+         could not be paid: one transaction, once.
+renew:   push the expiry of a process's live holds (its sweeper does, so they never expire).
 sweep:   release holds past their expiry (a crashed process, a lost settlement) with a ledger row.
 """
 
@@ -32,9 +35,23 @@ _CREDIT = {
     .values({column: column + bindparam("amount")})
     for balance, column in _COLUMNS.items()
 }
+# Locks the account's row until the debit that follows (PostgreSQL's FOR NO KEY UPDATE, which lets
+# other requests' holds and rows reference the account meanwhile); SQLite has one writer anyway.
+_AVAILABLE = {
+    balance: select(column)
+    .where(accounts.c.id == bindparam("account_id"))
+    .with_for_update(key_share=True)
+    for balance, column in _COLUMNS.items()
+}
+_MAX_PICO = 2**63 - 1  # a BigInteger
 _HOLD = insert(reservations)
 _RELEASE = delete(reservations).where(reservations.c.id == bindparam("id"))
 _RECORD = insert(ledger)
+_RENEW = (
+    update(reservations)
+    .where(reservations.c.id == bindparam("hold"))
+    .values(expires_at=bindparam("renewed_to"))
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +76,9 @@ class LedgerEntry:
     route: str | None
     prompt_tokens: int = 0
     completion_tokens: int = 0
-    cost_pico: int = 0
+    cached_prompt_tokens: int = 0
+    usage_source: str = "reported"  # or "counted", "estimated"
+    cost_pico: int = 0  # the exact cost; the row records what was paid of it
     energy_kwh: float = 0.0
     carbon_g_co2: float = 0.0
     water_liters: float = 0.0
@@ -119,27 +138,29 @@ class LedgerStore:
         return await self._engine.transact(unit)
 
     async def settle(self, reservation: Reservation, entry: LedgerEntry, now: datetime) -> int:
-        """Charge at most the reserved amount, refund the rest, write the ledger row; returns the charge."""
+        """Charge the entry's exact cost: refund what the hold did not need, or take what it
+        lacked from the same balance, as far as it goes; what the balance could not cover is the
+        row's `unpaid_pico` (status `unpaid`). Writes the ledger row; returns the charge."""
 
         def unit(conn: Connection) -> int:
-            charge = min(entry.cost_pico, reservation.amount_pico)
-            status = entry.status
+            cost = entry.cost_pico
+            held = reservation.amount_pico
             account = {"account_id": reservation.account_id}
             if conn.execute(_RELEASE, {"id": reservation.id}).rowcount:
-                refund = reservation.amount_pico - charge
-                if refund:
-                    conn.execute(_CREDIT[reservation.balance], {**account, "amount": refund})
-            elif charge == 0:
+                charge = min(cost, held) + _take(conn, reservation, cost - held)
+                if held > cost:
+                    conn.execute(_CREDIT[reservation.balance], {**account, "amount": held - cost})
+            elif cost == 0:
                 return 0  # already released by the sweeper, which wrote the row
             else:
-                # Released by the sweeper before the answer was settled: charge afresh if possible.
-                debit = {**account, "amount": charge}
-                if not conn.execute(_DEBIT[reservation.balance], debit).rowcount:
-                    charge, status = 0, "unpaid"
+                # Released by the sweeper before the answer was settled: charge afresh.
+                charge = _take(conn, reservation, cost)
+            unpaid = cost - charge
             record = {
                 **_columns(entry),
-                "status": status,
+                "status": "unpaid" if unpaid else entry.status,
                 "cost_pico": charge,
+                "unpaid_pico": min(unpaid, _MAX_PICO),
                 "request_id": reservation.request_id,
                 "account_id": reservation.account_id,
                 "key_id": reservation.key_id,
@@ -152,6 +173,14 @@ class LedgerStore:
             return charge
 
         return await self._engine.transact(unit)
+
+    async def renew(self, ids: tuple[str, ...], expires_at: datetime) -> None:
+        """Push the expiry of live holds (those already settled are gone: nothing to renew)."""
+
+        def unit(conn: Connection) -> None:
+            conn.execute(_RENEW, [{"hold": hold, "renewed_to": expires_at} for hold in ids])
+
+        await self._engine.transact(unit)
 
     async def expired(self, now: datetime) -> list[Reservation]:
         """Holds whose expiry has passed."""
@@ -203,6 +232,19 @@ class LedgerStore:
             )
             for r in rows
         ]
+
+
+def _take(conn: Connection, reservation: Reservation, amount: int) -> int:
+    """Debit up to `amount` from the reservation's balance, never below zero; returns the debit."""
+    if amount <= 0:
+        return 0
+    account = {"account_id": reservation.account_id}
+    available = int(conn.execute(_AVAILABLE[reservation.balance], account).scalar_one())
+    taken = min(available, amount)
+    if taken <= 0:
+        return 0
+    debited = conn.execute(_DEBIT[reservation.balance], {**account, "amount": taken}).rowcount
+    return taken if debited else 0
 
 
 def _columns(record: Reservation | LedgerEntry) -> dict[str, Any]:

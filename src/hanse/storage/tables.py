@@ -75,7 +75,13 @@ ledger = Table(
     Column("status", String(16), nullable=False),
     Column("prompt_tokens", Integer, nullable=False, server_default="0"),
     Column("completion_tokens", Integer, nullable=False, server_default="0"),
+    Column("cached_prompt_tokens", Integer, nullable=False, server_default="0"),
+    # Where the token counts come from: "reported" by the provider, "counted" by the gateway with
+    # the model's tokenizer, "estimated" (neither the provider nor a tokenizer counted them).
+    Column("usage_source", String(16), nullable=False, server_default="reported"),
     Column("cost_pico", BigInteger, nullable=False, server_default="0"),
+    # What the balance could not cover when the exact cost exceeded the hold (status `unpaid`).
+    Column("unpaid_pico", BigInteger, nullable=False, server_default="0"),
     Column("paid_with", String(16), nullable=False),
     Column("energy_kwh", Float, nullable=False, server_default="0"),
     Column("carbon_g_co2", Float, nullable=False, server_default="0"),

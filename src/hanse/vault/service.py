@@ -1,14 +1,18 @@
 """The account's vault as the API sees it: unlock with the vault key, then read and write items.
 
 The first write creates the vault with the key it carries. A key is checked against the vault's
-verifier: missing is AUTH_1030 (401), wrong is AUTH_1031 (403), an unknown id VALIDATION_4041
-(404), an item that no longer opens (moved or altered in the database) SYSTEM_9002. The KEK lives
-only as long as the `VaultSession` of one request.
+verifier: missing is AUTH_1030 (401), wrong is AUTH_1031 (403), too many wrong ones AUTH_1032 (429,
+throttle.py), an unknown id VALIDATION_4041 (404), an item that no longer opens (moved or altered
+in the database) SYSTEM_9002. The KEK lives only as long as the `VaultSession` of one request.
+
+Nothing here logs, and no error carries a key or an item's content: errors name ids and kinds.
 """
 
 from __future__ import annotations
 
+import os
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -26,6 +30,7 @@ from hanse.errors import (
 )
 from hanse.storage.vault import ItemRecord, VaultRecord, VaultStore
 from hanse.vault.sealing import MAX_KEY_LENGTH, MIN_KEY_LENGTH, KdfParams, SealBroken, Sealer
+from hanse.vault.throttle import KeyThrottle
 
 Kind = Literal["blueprint", "skill"]
 VAULT_KEY_HEADER = "X-Vault-Key"
@@ -107,16 +112,26 @@ class VaultSession:
 
 
 class Vault:
-    """Unlocks account vaults; new vaults and rotations use scrypt with cost `scrypt_n`."""
+    """Unlocks account vaults; new vaults and rotations use scrypt with cost `scrypt_n`; a client
+    may get an account's key wrong `key_attempts` times before it must wait (throttle.py)."""
 
-    def __init__(self, store: VaultStore, scrypt_n: int) -> None:
+    def __init__(self, store: VaultStore, scrypt_n: int, key_attempts: int = 5) -> None:
         self._store = store
         self._scrypt_n = scrypt_n
+        self._throttle = KeyThrottle(key_attempts)
+        self._limiter: anyio.CapacityLimiter | None = None
 
     async def unlock(
-        self, account_id: int, vault_key: str | None, *, create: bool = False
+        self,
+        account_id: int,
+        vault_key: str | None,
+        *,
+        create: bool = False,
+        clients: Sequence[str] = (),
     ) -> VaultSession:
-        """A session for the key, creating the account's vault with it when `create` and none exists."""
+        """A session for the key, creating the account's vault with it when `create` and none
+        exists. `clients` name the caller within the account (`address ...`, `key ...`): each
+        has its own count of wrong keys."""
         key = _require_key(vault_key)
         record = await self._store.get(account_id)
         if record is None and create:
@@ -128,20 +143,42 @@ class Vault:
             )
         if record is None:
             return VaultSession(self._store, account_id, None, None)
-        sealer = await _derive(account_id, key, record.params)
+        sealer = await self._verified(account_id, key, record, clients)
+        return VaultSession(self._store, account_id, record, sealer)
+
+    async def _verified(
+        self, account_id: int, key: str, record: VaultRecord, clients: Sequence[str]
+    ) -> Sealer:
+        """The sealer of a key that opens the vault; a wrong key counts against the throttle."""
+        self._throttle.check(account_id, clients)
+        # Derivations take turns, so a flood of guesses queues here instead of taking every core;
+        # a try that queued is checked again, since the ones before it may have failed.
+        async with self._derivations():
+            self._throttle.check(account_id, clients)
+            sealer = await _derive(account_id, key, record.params)
         if not sealer.verifies(record.verifier):
+            self._throttle.failed(account_id, clients)
             raise HanseError(
                 VAULT_KEY_INVALID, "The vault key is invalid for this account's vault."
             )
-        return VaultSession(self._store, account_id, record, sealer)
+        self._throttle.succeeded(account_id, clients)
+        return sealer
+
+    def _derivations(self) -> anyio.CapacityLimiter:
+        # Made on first use: a limiter belongs to the running event loop.
+        if self._limiter is None:
+            self._limiter = anyio.CapacityLimiter(max(2, os.cpu_count() or 2))
+        return self._limiter
 
     async def list_records(self, account_id: int, kind: Kind) -> list[ItemRecord]:
         """Ids and timestamps, which need no key."""
         return await self._store.items(account_id, kind)
 
-    async def rotate(self, account_id: int, old_key: str | None, new_key: str) -> int:
+    async def rotate(
+        self, account_id: int, old_key: str | None, new_key: str, clients: Sequence[str] = ()
+    ) -> int:
         """Re-seal every item under `new_key` (fresh salt) in one transaction: how many items."""
-        session = await self.unlock(account_id, old_key)
+        session = await self.unlock(account_id, old_key, clients=clients)
         record, old = session.record, session.sealer
         if record is None or old is None:
             raise HanseError(
@@ -168,8 +205,14 @@ class Vault:
 
 
 async def _derive(account_id: int, key: str, params: KdfParams) -> Sealer:
-    # scrypt is deliberately slow: keep it off the event loop.
+    # scrypt is deliberately slow: keep it off the event loop (it releases the GIL).
     return await anyio.to_thread.run_sync(Sealer.derive, account_id, key, params)
+
+
+def vault_clients(key_id: str, address: str | None) -> list[str]:
+    """The names a caller's wrong keys are counted under: its API key, and its address if known."""
+    key = f"key {key_id}"
+    return [key, f"address {address}"] if address else [key]
 
 
 def _require_key(vault_key: str | None) -> str:

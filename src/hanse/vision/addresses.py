@@ -133,16 +133,53 @@ def _number(part: str) -> int | None:
         return None
 
 
+DEFAULT_PORTS = frozenset({80, 443})
+ANY_PORT = "*"
+
+
+def host_allowance(entry: str) -> tuple[str, frozenset[int] | None]:
+    """An `allow_hosts` entry as (normal host, its ports; None: every port).
+
+    `host` allows the default ports (80, 443), `host:8443` that port, `host:*` every port; an
+    IPv6 literal takes a port in brackets (`[fd00::1]:8080`). ValueError when it is malformed."""
+    host, port = entry, ""
+    if entry.startswith("["):
+        host, _, rest = entry[1:].partition("]")
+        if rest and not rest.startswith(":"):
+            raise ValueError(f"`{entry}` is not `[address]` or `[address]:port`")
+        port = rest[1:]
+    elif entry.count(":") == 1:
+        host, port = entry.split(":")
+    host = normal_host(host)
+    if not host:
+        raise ValueError(f"`{entry}` names no host")
+    if port == ANY_PORT:
+        return host, None
+    if not port:
+        return host, DEFAULT_PORTS
+    if not (port.isascii() and port.isdigit() and 1 <= int(port) <= 65535):
+        raise ValueError(f"`{entry}` has a port that is not 1-65535 or `*`")
+    return host, frozenset({int(port)})
+
+
 class AddressPolicy:
     """The fetcher's rules, with the operator's allowances (`[images] allow_hosts/allow_cidrs`)."""
 
     def __init__(self, allow_hosts: Iterable[str] = (), allow_cidrs: Iterable[Network] = ()):
-        self._hosts = frozenset(normal_host(h) for h in allow_hosts)
+        self._hosts: dict[str, frozenset[int] | None] = {}
+        for entry in allow_hosts:
+            host, ports = host_allowance(entry)
+            known = self._hosts.get(host, frozenset())
+            self._hosts[host] = None if ports is None or known is None else known | ports
         self._networks = tuple(allow_cidrs)
 
-    def host_allowed(self, host: str) -> bool:
-        """The operator trusts this host name (or literal) whatever it resolves to."""
-        return normal_host(host) in self._hosts
+    def host_allowed(self, host: str, port: int | None) -> bool:
+        """The operator trusts this host name (or literal) on this port, whatever it resolves to."""
+        normal = normal_host(host)
+        if normal not in self._hosts:
+            return False
+        ports = self._hosts[normal]
+        return ports is None or port in ports
 
     def address_refusal(self, address: Address) -> Refusal | None:
         """Why the fetcher may not connect to `address`, unless an allowed CIDR covers it."""
@@ -162,7 +199,7 @@ class AddressPolicy:
         if not raw:
             return Refusal("the URL has no host")
         host = normal_host(raw)
-        if self.host_allowed(host):
+        if self.host_allowed(host, url.port):
             return None
         if ":" in host and "%" in host:
             return Refusal("IPv6 zone identifiers are not fetched")

@@ -143,7 +143,7 @@ class SafeFetcher:
         host = target.raw_host or ""
         literal = literal_address(host)
         addresses = [literal] if literal is not None else await self._resolve(host, target.port)
-        if not self._policy.host_allowed(host):
+        if not self._policy.host_allowed(host, target.port):
             for address in addresses:
                 refusal = self._policy.address_refusal(address)
                 if refusal is not None:

@@ -1,4 +1,8 @@
-"""Wire request -> provider-neutral `InferenceRequest`, with the checks that span several fields."""
+"""Wire request -> provider-neutral `InferenceRequest`, with the checks that span several fields.
+
+Deprecated shapes become their current ones here: an assistant's `function_call` a tool call, a
+`role: "function"` message a tool result, `tool_choice: allowed_tools` the narrowed `tools`.
+"""
 
 from __future__ import annotations
 
@@ -17,10 +21,16 @@ from hanse.errors import (
 )
 from hanse.schema_validation import outside_reference
 from hanse.wire.request import (
-    NOT_SUPPORTED_YET_FIELDS,
+    AllowedToolsChoice,
     AssistantMessage,
+    AudioPart,
     ChatCompletionRequest,
+    CustomToolChoice,
+    FilePart,
+    FunctionMessage,
     JsonSchemaResponseFormat,
+    LegacyFunctionChoice,
+    Message,
     NamedToolChoice,
 )
 
@@ -40,15 +50,13 @@ def require_model(wire: ChatCompletionRequest) -> str:
 def to_inference_request(wire: ChatCompletionRequest, model_id: str) -> InferenceRequest:
     """The request for catalog model `model_id`, after the cross-field checks."""
     _check(wire)
-    stop = [wire.stop] if isinstance(wire.stop, str) else list(wire.stop or [])
-    tool_choice: str | dict[str, Any] | None
-    if isinstance(wire.tool_choice, NamedToolChoice):
-        tool_choice = wire.tool_choice.model_dump()
-    else:
-        tool_choice = wire.tool_choice
+    # An empty stop string would end every answer at once; OpenAI's schema allows it, so it is dropped.
+    stops = [wire.stop] if isinstance(wire.stop, str) else list(wire.stop or [])
+    stop = [s for s in stops if s]
+    tools, tool_choice = _tools(wire)
     return InferenceRequest(
         model=model_id,
-        messages=[m.model_dump(exclude_none=True) for m in wire.messages],
+        messages=_messages(wire.messages),
         max_tokens=wire.max_completion_tokens or wire.max_tokens,
         temperature=wire.temperature,
         top_p=wire.top_p,
@@ -61,14 +69,16 @@ def to_inference_request(wire: ChatCompletionRequest, model_id: str) -> Inferenc
         n=wire.n or 1,
         stream=bool(wire.stream),
         include_usage=bool(wire.stream_options and wire.stream_options.include_usage),
-        tools=[t.model_dump(exclude_none=True) for t in wire.tools or []],
+        tools=tools,
         tool_choice=tool_choice,
-        parallel_tool_calls=wire.parallel_tool_calls,
+        parallel_tool_calls=False if wire.functions else wire.parallel_tool_calls,
+        legacy_functions=bool(wire.functions),
         response_format=_response_format(wire),
         logprobs=bool(wire.logprobs),
         top_logprobs=wire.top_logprobs,
         reasoning_effort=wire.reasoning_effort,
         user=wire.user,
+        logit_bias={int(k): v for k, v in wire.logit_bias.items()} if wire.logit_bias else None,
     )
 
 
@@ -92,25 +102,26 @@ def _invalid(param: str, message: str) -> HanseError:
     return HanseError(INVALID_VALUE, message, param=param, details={"parameter": param})
 
 
+def _not_supported(param: str, what: str) -> HanseError:
+    return HanseError(
+        NOT_SUPPORTED_YET,
+        f"{what} is not supported yet by this gateway.",
+        param=param,
+        details={"parameter": param},
+    )
+
+
 def _check(wire: ChatCompletionRequest) -> None:
-    for name in NOT_SUPPORTED_YET_FIELDS:
-        if getattr(wire, name) is not None:
-            raise HanseError(
-                NOT_SUPPORTED_YET,
-                f"`{name}` is not supported yet by this gateway.",
-                param=name,
-                details={"parameter": name},
-            )
+    if "audio" in (wire.modalities or []):
+        raise _not_supported("modalities", 'Audio output (`modalities: ["audio"]`)')
+    if isinstance(wire.tool_choice, CustomToolChoice):
+        raise _not_supported("tool_choice", "Forcing a custom tool")
     if (
         wire.max_tokens
         and wire.max_completion_tokens
         and wire.max_tokens != wire.max_completion_tokens
     ):
         raise _invalid("max_tokens", "Set `max_tokens` or `max_completion_tokens`, not both.")
-    if isinstance(wire.stop, list) and any(not s for s in wire.stop):
-        raise _invalid("stop", "Stop sequences must not be empty strings.")
-    if wire.stop == "":
-        raise _invalid("stop", "Stop sequences must not be empty strings.")
     if wire.stream_options is not None and not wire.stream:
         raise _invalid("stream_options", "`stream_options` is only allowed when `stream` is true.")
     if wire.top_logprobs is not None and not wire.logprobs:
@@ -135,6 +146,7 @@ def _check(wire: ChatCompletionRequest) -> None:
 
 
 def _check_tools(wire: ChatCompletionRequest) -> None:
+    _check_functions(wire)
     names = [t.function.name for t in wire.tools or []]
     if len(set(names)) != len(names):
         raise _invalid("tools", "Tool names must be unique.")
@@ -151,21 +163,109 @@ def _check_tools(wire: ChatCompletionRequest) -> None:
         raise _invalid(
             "tool_choice", f"`tool_choice` names `{choice.function.name}`, which is not in `tools`."
         )
+    if isinstance(choice, AllowedToolsChoice):
+        for index, ref in enumerate(choice.allowed_tools.tools):
+            if _referenced_name(ref) not in names:
+                raise _invalid(
+                    f"tool_choice.allowed_tools.tools[{index}]",
+                    "Each allowed tool must name a function in `tools`"
+                    ' (`{"type": "function", "function": {"name": ...}}`).',
+                )
+
+
+def _check_functions(wire: ChatCompletionRequest) -> None:
+    """The deprecated `functions`: not beside `tools`, names unique, `function_call` among them."""
+    if wire.function_call is not None and not wire.functions:
+        raise _invalid("function_call", "`function_call` needs `functions`.")
+    if not wire.functions:
+        return
+    if wire.tools or wire.tool_choice is not None:
+        raise _invalid("functions", "Use `tools` or the deprecated `functions`, not both.")
+    names = [f.name for f in wire.functions]
+    if len(set(names)) != len(names):
+        raise _invalid("functions", "Function names must be unique.")
+    call = wire.function_call
+    if isinstance(call, LegacyFunctionChoice) and call.name not in names:
+        raise _invalid("function_call", f"`function_call` names `{call.name}`, not in `functions`.")
+
+
+def _referenced_name(ref: dict[str, Any]) -> str | None:
+    """The function an `allowed_tools` entry names: Chat's nested form or the Responses API's flat one."""
+    if ref.get("type") != "function":
+        return None
+    function = ref.get("function")
+    name = function.get("name") if isinstance(function, dict) else ref.get("name")
+    return name if isinstance(name, str) else None
 
 
 def _check_messages(wire: ChatCompletionRequest) -> None:
     for index, message in enumerate(wire.messages):
+        if isinstance(message.content, list):
+            for part_index, part in enumerate(message.content):
+                if isinstance(part, AudioPart | FilePart):
+                    raise _not_supported(
+                        f"messages[{index}].content[{part_index}]", f"A `{part.type}` content part"
+                    )
         if (
             isinstance(message, AssistantMessage)
             and message.content is None
-            and not message.tool_calls
+            and not (message.tool_calls or message.function_call or message.refusal)
         ):
             raise HanseError(
                 MISSING_FIELD,
-                "An assistant message needs `content` or `tool_calls`.",
+                "An assistant message needs `content`, `tool_calls` or `refusal`.",
                 param=f"messages[{index}].content",
                 details={"parameter": f"messages[{index}].content"},
             )
+
+
+def _tools(wire: ChatCompletionRequest) -> tuple[list[dict[str, Any]], str | dict[str, Any] | None]:
+    """`tools` and `tool_choice` for the provider: `allowed_tools` narrows the tools to its list;
+    the deprecated `functions` / `function_call` are the same as function tools and their choice."""
+    if wire.functions:
+        legacy = [
+            {"type": "function", "function": f.model_dump(exclude_none=True)}
+            for f in wire.functions
+        ]
+        call = wire.function_call
+        if isinstance(call, LegacyFunctionChoice):
+            return legacy, {"type": "function", "function": {"name": call.name}}
+        return legacy, call
+    tools = [t.model_dump(exclude_none=True) for t in wire.tools or []]
+    choice = wire.tool_choice
+    if isinstance(choice, NamedToolChoice):
+        return tools, choice.model_dump()
+    if isinstance(choice, AllowedToolsChoice):
+        allowed = {_referenced_name(ref) for ref in choice.allowed_tools.tools}
+        tools = [t for t in tools if t["function"]["name"] in allowed]
+        return tools, choice.allowed_tools.mode if tools else None
+    if isinstance(choice, CustomToolChoice):  # refused by _check
+        return tools, None
+    return tools, choice
+
+
+def _messages(messages: list[Message]) -> list[dict[str, Any]]:
+    """The conversation as providers take it, deprecated function turns made tool turns."""
+    out: list[dict[str, Any]] = []
+    call_ids: dict[str, str] = {}  # function name -> id of its latest legacy call
+    for index, message in enumerate(messages):
+        if isinstance(message, FunctionMessage):
+            call_id = call_ids.get(message.name, f"call_function_{index}")
+            out.append({"role": "tool", "content": message.content or "", "tool_call_id": call_id})
+            continue
+        item = message.model_dump(exclude_none=True)
+        if isinstance(message, AssistantMessage):
+            call = message.function_call
+            if call is not None and not message.tool_calls:
+                call_ids[call.name] = f"call_function_{index}"
+                function = {"name": call.name, "arguments": call.arguments}
+                item["tool_calls"] = [
+                    {"id": call_ids[call.name], "type": "function", "function": function}
+                ]
+            if message.content is None and message.refusal and not item.get("tool_calls"):
+                item["content"] = message.refusal  # a replayed refusal: its text is the turn
+        out.append(item)
+    return out
 
 
 def _response_format(wire: ChatCompletionRequest) -> ResponseFormat | None:

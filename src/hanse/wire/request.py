@@ -2,16 +2,20 @@
 
 Parsing is strict (no "1" for 1, no unknown parameters); `parse_chat_request` turns pydantic's
 complaints into catalog errors that name the parameter, and checks what spans several fields.
+Every request OpenAI's published schema accepts parses (docs/parameters.md says what each field does);
+fields marked `Ignored` are read and dropped: they never reach a provider.
 """
 
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic_core import PydanticCustomError
 
-from hanse.wire.validation import raise_for_validation_error
+from hanse.wire.json_body import check_json
+from hanse.wire.validation import NOT_SUPPORTED_YET_ERROR, raise_for_validation_error
 
 _NAME = r"^[a-zA-Z0-9_-]{1,64}$"
 
@@ -20,9 +24,24 @@ class _Wire(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid")
 
 
+class PromptCacheBreakpoint(_Wire):
+    mode: Literal["explicit"]
+
+
+class PromptCacheOptions(_Wire):
+    ttl: Literal["30m"] | None = None
+    mode: Literal["implicit", "explicit"] | None = None
+
+
+T = TypeVar("T")
+# Read, checked and dropped: prompt-cache hints, replayed audio and annotations never reach a provider.
+Ignored = Annotated[T | None, Field(exclude=True)]
+
+
 class TextPart(_Wire):
     type: Literal["text"]
     text: str
+    prompt_cache_breakpoint: Ignored[PromptCacheBreakpoint] = None
 
 
 class ImageURL(_Wire):
@@ -33,6 +52,34 @@ class ImageURL(_Wire):
 class ImagePart(_Wire):
     type: Literal["image_url"]
     image_url: ImageURL
+    prompt_cache_breakpoint: Ignored[PromptCacheBreakpoint] = None
+
+
+class InputAudio(_Wire):
+    data: str
+    format: Literal["wav", "mp3"]
+
+
+class AudioPart(_Wire):
+    """Audio input: parsed, then refused as not supported yet (hanse.wire.convert)."""
+
+    type: Literal["input_audio"]
+    input_audio: InputAudio
+    prompt_cache_breakpoint: Ignored[PromptCacheBreakpoint] = None
+
+
+class FileRef(_Wire):
+    filename: str | None = None
+    file_data: str | None = None
+    file_id: str | None = None
+
+
+class FilePart(_Wire):
+    """A file input: parsed, then refused as not supported yet (hanse.wire.convert)."""
+
+    type: Literal["file"]
+    file: FileRef
+    prompt_cache_breakpoint: Ignored[PromptCacheBreakpoint] = None
 
 
 class RefusalPart(_Wire):
@@ -40,8 +87,25 @@ class RefusalPart(_Wire):
     refusal: str
 
 
-UserPart = Annotated[TextPart | ImagePart, Field(discriminator="type")]
+UserPart = Annotated[TextPart | ImagePart | AudioPart | FilePart, Field(discriminator="type")]
 AssistantPart = Annotated[TextPart | RefusalPart, Field(discriminator="type")]
+
+
+def _refuse_custom(what: str) -> BeforeValidator:
+    """A list whose items may be OpenAI `custom` tools or calls: those are refused (VALIDATION_4008)
+    before parsing, so the field keeps its function-only type for everything downstream."""
+
+    def check(value: Any) -> Any:
+        for index, item in enumerate(value if isinstance(value, list) else []):
+            if isinstance(item, dict) and item.get("type") == "custom":
+                raise PydanticCustomError(
+                    NOT_SUPPORTED_YET_ERROR,
+                    '{what} (item {index}: `type: "custom"`) are not supported yet by this gateway',
+                    {"what": what, "index": index},
+                )
+        return value
+
+    return BeforeValidator(check)
 
 
 class SystemMessage(_Wire):
@@ -57,7 +121,9 @@ class UserMessage(_Wire):
 
 
 class FunctionCall(_Wire):
-    name: Annotated[str, Field(pattern=_NAME)]
+    """A call the model made earlier (replayed history): its name is not re-checked."""
+
+    name: str
     arguments: str
 
 
@@ -72,17 +138,33 @@ class AssistantMessage(_Wire):
     content: str | list[AssistantPart] | None = None
     name: str | None = None
     refusal: str | None = None
-    tool_calls: list[ToolCall] | None = None
+    tool_calls: Annotated[list[ToolCall] | None, _refuse_custom("Custom tool calls")] = None
+    # Deprecated single call: becomes a tool call (hanse.wire.convert).
+    function_call: Ignored[FunctionCall] = None
+    # What the SDK's `message.model_dump()` replays besides: an earlier audio answer, web citations.
+    audio: Ignored[dict[str, Any]] = None
+    annotations: Ignored[list[dict[str, Any]]] = None
 
 
 class ToolMessage(_Wire):
     role: Literal["tool"]
     content: str | list[TextPart]
     tool_call_id: str
+    # LangChain sends the tool's name; OpenAI's schema has none, so it is not forwarded.
+    name: Ignored[str] = None
+
+
+class FunctionMessage(_Wire):
+    """Deprecated `role: "function"` result: becomes a tool result (hanse.wire.convert)."""
+
+    role: Literal["function"]
+    content: str | None
+    name: str
 
 
 Message = Annotated[
-    SystemMessage | UserMessage | AssistantMessage | ToolMessage, Field(discriminator="role")
+    SystemMessage | UserMessage | AssistantMessage | ToolMessage | FunctionMessage,
+    Field(discriminator="role"),
 ]
 
 
@@ -105,6 +187,35 @@ class NamedFunction(_Wire):
 class NamedToolChoice(_Wire):
     type: Literal["function"]
     function: NamedFunction
+
+
+class AllowedTools(_Wire):
+    mode: Literal["auto", "required"]
+    # Tool references, `{"type": "function", "function": {"name": ...}}` (checked in convert).
+    tools: list[dict[str, Any]]
+
+
+class AllowedToolsChoice(_Wire):
+    """`tool_choice: {"type": "allowed_tools"}`: only these tools are offered, in `mode`."""
+
+    type: Literal["allowed_tools"]
+    allowed_tools: AllowedTools
+
+
+class NamedCustom(_Wire):
+    name: str
+
+
+class CustomToolChoice(_Wire):
+    """Forcing a custom tool: parsed, then refused as not supported yet (hanse.wire.convert)."""
+
+    type: Literal["custom"]
+    custom: NamedCustom
+
+
+ToolChoice = (
+    Literal["none", "auto", "required"] | NamedToolChoice | AllowedToolsChoice | CustomToolChoice
+)
 
 
 class JsonSchemaFormat(_Wire):
@@ -135,6 +246,57 @@ ResponseFormat = Annotated[
 class StreamOptions(_Wire):
     include_usage: bool | None = None
     include_obfuscation: bool | None = None
+
+
+class AudioOutput(_Wire):
+    voice: str | dict[str, str]
+    format: Literal["wav", "aac", "mp3", "flac", "opus", "pcm16"]
+
+
+class Prediction(_Wire):
+    type: Literal["content"]
+    content: str | list[TextPart]
+
+
+class ApproximateLocation(_Wire):
+    country: str | None = None
+    region: str | None = None
+    city: str | None = None
+    timezone: str | None = None
+
+
+class UserLocation(_Wire):
+    type: Literal["approximate"]
+    approximate: ApproximateLocation
+
+
+class WebSearchOptions(_Wire):
+    user_location: UserLocation | None = None
+    search_context_size: Literal["low", "medium", "high"] | None = None
+
+
+class ModerationConfig(_Wire):
+    mode: Literal["score", "block"]
+
+
+class ModerationPolicy(_Wire):
+    input: ModerationConfig | None = None
+    output: ModerationConfig | None = None
+
+
+class Moderation(_Wire):
+    model: str
+    policy: ModerationPolicy | None = None
+
+
+class LegacyFunction(_Wire):
+    name: str
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+
+
+class LegacyFunctionChoice(_Wire):
+    name: str
 
 
 RouteId = Annotated[str, Field(min_length=1, max_length=128)]
@@ -194,51 +356,52 @@ class ChatCompletionRequest(_Wire):
     n: Annotated[int, Field(ge=1, le=10), Integral] | None = None
     stream: bool | None = None
     stream_options: StreamOptions | None = None
-    tools: list[Tool] | None = None
-    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
+    tools: Annotated[list[Tool] | None, _refuse_custom("Custom tools")] = None
+    tool_choice: ToolChoice | None = None
     parallel_tool_calls: bool | None = None
     response_format: ResponseFormat | None = None
     logprobs: bool | None = None
     top_logprobs: Annotated[int, Field(ge=0, le=20), Integral] | None = None
-    reasoning_effort: Literal["low", "medium", "high"] | None = None
+    reasoning_effort: Literal["none", "minimal", "low", "medium", "high", "xhigh", "max"] | None = (
+        None
+    )
     preset: Literal["reasoning", "non_reasoning"] | None = None
     provider: ProviderOptions | None = None
     request_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9._:-]{1,128}$")] | None = None
-    # Accepted for OpenAI compatibility, with no effect on a self-hosted gateway (docs/api-differences.md).
+    # OpenAI parameters with no effect on a self-hosted gateway (docs/parameters.md).
     store: bool | None = None
     metadata: dict[str, str] | None = None
-    service_tier: Literal["auto", "default"] | None = None
+    service_tier: Literal["auto", "default", "flex", "scale", "priority", "fast"] | None = None
+    safety_identifier: Annotated[str, Field(max_length=64)] | None = None
+    prompt_cache_key: str | None = None
+    prompt_cache_retention: Literal["in_memory", "24h"] | None = None
+    prompt_cache_options: PromptCacheOptions | None = None
+    verbosity: Literal["low", "medium", "high"] | None = None
+    web_search_options: WebSearchOptions | None = None
+    prediction: Prediction | None = None
+    moderation: Moderation | None = None
+    # `["text"]` is served; asking for audio output is VALIDATION_4008 (hanse.wire.convert).
+    modalities: list[Literal["text", "audio"]] | None = None
+    audio: AudioOutput | None = None
     # Melious composition fields (hanse.blueprints): checked whole by the blueprint stage.
     blueprint_id: str | None = None
     blueprint_config: dict[str, Any] | None = None
     variables: dict[str, str] | None = None
     skill_ids: list[str] | None = None
     skill_configs: list[dict[str, Any]] | None = None
-    # OpenAI parameters Hanse recognises but does not serve (VALIDATION_4008).
-    logit_bias: dict[str, Any] | None = None
-    modalities: list[Any] | None = None
-    audio: dict[str, Any] | None = None
-    prediction: dict[str, Any] | None = None
-    web_search_options: dict[str, Any] | None = None
-    functions: list[Any] | None = None
-    function_call: Any = None
-    verbosity: Any = None
-
-
-NOT_SUPPORTED_YET_FIELDS = (
-    "logit_bias",
-    "modalities",
-    "audio",
-    "prediction",
-    "web_search_options",
-    "functions",
-    "function_call",
-    "verbosity",
-)
+    # Token ids (as strings, as OpenAI takes them) -> a bias in [-100, 100].
+    logit_bias: (
+        dict[Annotated[str, Field(pattern=r"^\d{1,9}$")], Annotated[int, Field(ge=-100, le=100)]]
+        | None
+    ) = None
+    # The deprecated form of `tools` / `tool_choice`, answered with `message.function_call`.
+    functions: Annotated[list[LegacyFunction], Field(min_length=1)] | None = None
+    function_call: Literal["none", "auto"] | LegacyFunctionChoice | None = None
 
 
 def parse_chat_request(body: bytes) -> ChatCompletionRequest:
     """Parse and validate a request body, raising a catalog error that names the parameter."""
+    check_json(body)
     try:
         return ChatCompletionRequest.model_validate_json(body)
     except ValidationError as exc:

@@ -2,25 +2,60 @@
 
 from __future__ import annotations
 
+import secrets
 from typing import Any
 
-from hanse.domain import ChoiceDelta, Completion, Usage
+from hanse.domain import ChoiceDelta, Completion, ToolCallDelta, Usage
 
 
-def usage_body(usage: Usage) -> dict[str, int]:
-    return {
+def usage_body(usage: Usage) -> dict[str, Any]:
+    """OpenAI's `usage`; the token details when the provider reported cached or reasoning tokens."""
+    body: dict[str, Any] = {
         "prompt_tokens": usage.prompt_tokens,
         "completion_tokens": usage.completion_tokens,
         "total_tokens": usage.total_tokens,
     }
+    if usage.cached_prompt_tokens or usage.reasoning_tokens:
+        body["prompt_tokens_details"] = {
+            "cached_tokens": usage.cached_prompt_tokens,
+            "audio_tokens": 0,
+        }
+        body["completion_tokens_details"] = {
+            "reasoning_tokens": usage.reasoning_tokens,
+            "audio_tokens": 0,
+            "accepted_prediction_tokens": 0,
+            "rejected_prediction_tokens": 0,
+        }
+    return body
 
 
-def completion_body(completion: Completion, *, id: str, created: int, model: str) -> dict[str, Any]:
-    """The `chat.completion` object."""
+def _reasoning_fields(text: str | None) -> dict[str, str]:
+    """The provider's reasoning under both names clients read: `reasoning_content` (vLLM,
+    DeepSeek) and `reasoning` (OpenRouter)."""
+    return {"reasoning_content": text, "reasoning": text} if text else {}
+
+
+def completion_body(
+    completion: Completion, *, id: str, created: int, model: str, legacy_functions: bool = False
+) -> dict[str, Any]:
+    """The `chat.completion` object; `legacy_functions`: a call as the deprecated
+    `message.function_call` (the request used `functions`)."""
     choices = []
     for choice in completion.choices:
-        message: dict[str, Any] = {"role": "assistant", "content": choice.content, "refusal": None}
-        if choice.tool_calls:
+        # OpenAI's shape: `content` is null beside tool calls when the model said nothing else.
+        content = None if choice.tool_calls and not choice.content else choice.content
+        message: dict[str, Any] = {
+            "role": "assistant",
+            "content": content,
+            "refusal": choice.refusal,
+            **_reasoning_fields(choice.reasoning),
+        }
+        finish: str = choice.finish_reason
+        if choice.tool_calls and legacy_functions:
+            call = choice.tool_calls[0]
+            message["function_call"] = {"name": call.name, "arguments": call.arguments}
+            finish = _LEGACY_FINISH.get(finish, finish)
+        elif choice.tool_calls:
             message["tool_calls"] = [
                 {
                     "id": call.id,
@@ -33,7 +68,7 @@ def completion_body(completion: Completion, *, id: str, created: int, model: str
             {
                 "index": choice.index,
                 "message": message,
-                "finish_reason": choice.finish_reason,
+                "finish_reason": finish,
                 "logprobs": _logprobs(choice.logprobs),
             }
         )
@@ -47,13 +82,23 @@ def completion_body(completion: Completion, *, id: str, created: int, model: str
     }
     if completion.system_fingerprint:
         body["system_fingerprint"] = completion.system_fingerprint
+    if completion.service_tier:
+        body["service_tier"] = completion.service_tier
     return body
 
 
 class ChunkWriter:
     """Builds the chunks of one stream: same id and created on each, a role delta first per choice."""
 
-    def __init__(self, *, id: str, created: int, model: str, include_usage: bool) -> None:
+    def __init__(
+        self,
+        *,
+        id: str,
+        created: int,
+        model: str,
+        include_usage: bool,
+        legacy_functions: bool = False,
+    ) -> None:
         self._base: dict[str, Any] = {
             "id": id,
             "object": "chat.completion.chunk",
@@ -61,6 +106,7 @@ class ChunkWriter:
             "model": model,
         }
         self._include_usage = include_usage
+        self._legacy = legacy_functions
         self._started: set[int] = set()
         self._tool_calls_seen: set[tuple[int, int]] = set()
 
@@ -69,25 +115,37 @@ class ChunkWriter:
         out = []
         if delta.system_fingerprint and "system_fingerprint" not in self._base:
             self._base["system_fingerprint"] = delta.system_fingerprint
+        if delta.service_tier and "service_tier" not in self._base:
+            self._base["service_tier"] = delta.service_tier
         if delta.index not in self._started:
             self._started.add(delta.index)
-            role = {"role": "assistant", "content": "", "refusal": None}
+            # `content: ""` opens a text answer, null one that starts with tool calls or
+            # reasoning (a tool-only stream never carries `content: ""`), as OpenAI sends them.
+            opening = "" if delta.content or not delta.carries_answer() else None
+            role = {"role": "assistant", "content": opening, "refusal": None}
             out.append(
                 self._chunk(
                     [{"index": delta.index, "delta": role, "logprobs": None, "finish_reason": None}]
                 )
             )
-        body: dict[str, Any] = {}
+        body: dict[str, Any] = _reasoning_fields(delta.reasoning)
         if delta.content:
             body["content"] = delta.content
-        if delta.tool_calls:
+        if delta.refusal:
+            body["refusal"] = delta.refusal
+        if delta.tool_calls and self._legacy:
+            body["function_call"] = self._function_call(delta.index, delta.tool_calls)
+        elif delta.tool_calls:
             body["tool_calls"] = [self._tool_call(delta.index, piece) for piece in delta.tool_calls]
-        if body or delta.finish_reason:
+        finish: str | None = delta.finish_reason
+        if finish and self._legacy:
+            finish = _LEGACY_FINISH.get(finish, finish)
+        if body or finish:
             choice = {
                 "index": delta.index,
                 "delta": body,
                 "logprobs": _logprobs(delta.logprobs),
-                "finish_reason": delta.finish_reason,
+                "finish_reason": finish,
             }
             out.append(self._chunk([choice]))
         return out
@@ -105,17 +163,34 @@ class ChunkWriter:
             chunk["usage"] = None
         return chunk
 
-    def _tool_call(self, choice: int, piece: Any) -> dict[str, Any]:
+    def _function_call(self, choice: int, pieces: list[ToolCallDelta]) -> dict[str, str]:
+        """The first call's pieces as the deprecated `function_call` delta (name first)."""
+        call: dict[str, str] = {}
+        for piece in pieces:
+            if piece.index != 0:
+                continue  # one function per answer in the deprecated form
+            if (choice, 0) not in self._tool_calls_seen:
+                self._tool_calls_seen.add((choice, 0))
+                call["name"] = piece.name or ""
+            call["arguments"] = call.get("arguments", "") + (piece.arguments or "")
+        return call
+
+    def _tool_call(self, choice: int, piece: ToolCallDelta) -> dict[str, Any]:
         call: dict[str, Any] = {"index": piece.index}
         function: dict[str, str] = {}
         if (choice, piece.index) not in self._tool_calls_seen:
             self._tool_calls_seen.add((choice, piece.index))
-            call["id"] = piece.id
+            # A provider that sends no id still gets its call named, as the schema requires.
+            call["id"] = piece.id or "call_" + secrets.token_hex(12)
             call["type"] = "function"
             function["name"] = piece.name or ""
         function["arguments"] = piece.arguments or ""
         call["function"] = function
         return call
+
+
+# The deprecated `functions` finish a call with `function_call`, where tools finish `tool_calls`.
+_LEGACY_FINISH = {"tool_calls": "function_call"}
 
 
 def _logprobs(entries: list[dict[str, Any]] | None) -> dict[str, Any] | None:

@@ -13,6 +13,7 @@ from hanse.errors import (
     INVALID_VALUE,
     MISSING_FIELD,
     MISSING_REQUIRED,
+    NOT_SUPPORTED_YET,
     OUT_OF_RANGE,
     UNKNOWN_PARAMETER,
     ErrorCode,
@@ -31,6 +32,8 @@ _RANGE = {
 }
 _VALUE = {"literal_error", "enum", "string_pattern_mismatch", "value_error", "union_tag_invalid"}
 _MISSING = {"missing", "union_tag_not_found"}
+# The error type a wire validator raises for a recognised shape not served yet (VALIDATION_4008).
+NOT_SUPPORTED_YET_ERROR = "not_supported_yet"
 # `model: ""` or `messages: []` is as good as missing: VALIDATION_4002, as the reference page says.
 _ABSENT = {"missing", "too_short", "string_too_short"}
 
@@ -38,19 +41,21 @@ _ABSENT = {"missing", "too_short", "string_too_short"}
 def param_path(loc: Sequence[int | str]) -> str:
     """`("messages", 0, "user", "content")` -> `messages[0].content`: union labels are dropped."""
     path = ""
-    previous: int | str | None = None
-    for part in loc:
+    for index, part in enumerate(loc):
         if isinstance(part, int):
             path += f"[{part}]"
-        elif not _is_union_label(part, previous):
+        elif not _is_union_label(part, loc[max(index - 2, 0) : index]):
             path += f".{part}" if path else part
-        previous = part
     return path
 
 
-def _is_union_label(part: str, previous: int | str | None) -> bool:
+def _is_union_label(part: str, before: Sequence[int | str]) -> bool:
     # pydantic names the union member in the location: a discriminator tag right after the union
     # (a list item or `response_format`), or a type label such as `str` or `list[str]`.
+    previous = before[-1] if before else None
+    if part in _FIELD_TAGS:
+        # Also a field name (`tool_calls[0].function`): a tag only right after an item of its list.
+        return isinstance(previous, int) and before[0] == _FIELD_TAGS[part]
     if part in _TAGS and (isinstance(previous, int) or previous in _TAGGED_FIELDS):
         return True
     return (
@@ -69,6 +74,8 @@ _TAGS = {
     "tool",
     "text",
     "image_url",
+    "input_audio",
+    "file",
     "refusal",
     "json_object",
     "json_schema",
@@ -78,6 +85,8 @@ _TAGS = {
     "max_input_tokens",
 }
 _TAGGED_FIELDS = {"response_format"}
+# Tags that are also field names, with the list whose items they tag.
+_FIELD_TAGS = {"function": "messages"}
 _TYPE_LABELS = {"str", "int", "float", "bool", "dict", "list", "none"}
 
 
@@ -102,6 +111,8 @@ def raise_for_validation_error(
     code = _code_for(kind)
     if code is UNKNOWN_PARAMETER:
         message = f"Unrecognized request argument supplied: {param}"
+    elif code is NOT_SUPPORTED_YET:
+        message = f"{first['msg']}."
     elif kind in _MISSING:
         message = f"`{param}` is required."
     else:
@@ -138,6 +149,8 @@ def _location(error: Any) -> tuple[int | str, ...]:
 def _code_for(kind: str) -> ErrorCode:
     if kind == "extra_forbidden":
         return UNKNOWN_PARAMETER
+    if kind == NOT_SUPPORTED_YET_ERROR:
+        return NOT_SUPPORTED_YET
     if kind in _MISSING:
         return MISSING_FIELD
     if kind in _RANGE:
