@@ -45,6 +45,10 @@ def catalog(upstream_url: str) -> str:
     for behaviour in ("valid", "fenced", "repair", "never"):
         text += _model(f"json-{behaviour}", plain, [("up", f"json-{behaviour}", "")])
     text += _model("json-mode", "structured_output = true", [("up", "json-repair", "")])
+    # Routes that claim to enforce the schema themselves: still checked after generation.
+    native = "json_schema = true, structured_output = true"
+    for behaviour in ("repair", "never"):
+        text += _model(f"native-{behaviour}", native, [("up", f"json-{behaviour}", "")])
     # The fallback route comes first in the catalog; the native one must still be ranked first.
     text += _model(
         "mixed",
@@ -222,3 +226,24 @@ def test_a_schema_reference_outside_it_is_refused(
     assert error["code"].startswith("VALIDATION_")
     assert "inside the schema" in error["message"]
     assert upstream.received() == []
+
+
+def test_a_native_route_that_misses_the_schema_is_asked_again(
+    gateway: GatewayProcess, api_key: str, upstream: ScriptedUpstream
+) -> None:
+    response = post(gateway, api_key, model="native-repair")
+    assert response.status_code == 200, response.text
+    assert response.headers["x-hanse-structured-output"] == "native"
+    assert response.json()["choices"][0]["message"]["content"] == JSON_ANSWER
+    first, again = upstream.received()
+    assert first.body["response_format"]["type"] == "json_schema"  # enforced upstream, it said
+    assert again.body["messages"][-2] == {"role": "assistant", "content": PROSE_ANSWER}
+
+
+def test_a_native_route_that_stays_off_the_schema_is_inference_3209(
+    gateway: GatewayProcess, api_key: str, upstream: ScriptedUpstream
+) -> None:
+    response = post(gateway, api_key, model="native-never")
+    assert response.status_code == 502
+    assert response.json()["error"]["code"] == "INFERENCE_3209"
+    assert len(upstream.received()) == 2

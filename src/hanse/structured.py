@@ -127,6 +127,31 @@ async def stream(
     yield completion.usage
 
 
+async def verified(
+    provider: Provider, request: InferenceRequest, route: RouteConfig, completion: Completion
+) -> Completion:
+    """A native route's answer, held to what it claims: a choice that misses the schema is asked
+    once more (shown its answer and the problem, as the fallback's repair), and one that still
+    misses is INFERENCE_3209. What a route enforces is checked after generation everywhere."""
+    for position, choice in enumerate(completion.choices):
+        problem = native_problem(request, choice, forced_tool=False)
+        if problem is None:
+            continue
+        again = await provider.complete(repair(request, choice.content, problem), route)
+        _add_usage(completion.usage, again.usage)
+        redone = again.choices[0] if again.choices else choice
+        problem = native_problem(request, redone, forced_tool=False)
+        if problem is not None:
+            raise HanseError(
+                SCHEMA_NOT_MET,
+                "The route's native structured output did not match the response_format, even "
+                f"after a second try: {problem}",
+                details={"route": route.id, "problem": problem},
+            )
+        completion.choices[position] = dataclasses.replace(redone, index=choice.index)
+    return completion
+
+
 def check(content: str | None, fmt: ResponseFormat) -> tuple[str | None, str | None]:
     """The answer's JSON text (code fences removed) and what is wrong with it (None: valid)."""
     if content is None:

@@ -55,8 +55,9 @@ class RoutePlan:
         return route_key(self.model, route)
 
     def may_repair(self, request: InferenceRequest) -> bool:
-        """Some route of the plan would serve `response_format` through the fallback."""
-        return any(structured.mode(self.model, r, request) == "fallback" for r in self.routes)
+        """Some route of the plan may ask again for `response_format`: the fallback's repair, or
+        a native route's second try after an answer that missed the schema."""
+        return any(structured.mode(self.model, r, request) is not None for r in self.routes)
 
 
 def route_key(model: ModelConfig, route: RouteConfig) -> str:
@@ -241,9 +242,13 @@ class Router:
         self, model: ModelConfig, route: RouteConfig, request: InferenceRequest
     ) -> Completion:
         provider = self.provider(route)
-        if structured.mode(model, route, request) == "fallback":
+        mode = structured.mode(model, route, request)
+        if mode == "fallback":
             return await structured.complete(provider, model, request, route)
-        return await provider.complete(request, route)
+        completion = await provider.complete(request, route)
+        if mode == "native":
+            return await structured.verified(provider, request, route, completion)
+        return completion
 
     def _stream(
         self, model: ModelConfig, route: RouteConfig, request: InferenceRequest
