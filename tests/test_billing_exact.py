@@ -353,6 +353,10 @@ def test_what_the_balance_cannot_cover_is_recorded_unpaid(gateway: GatewayProces
     assert row["cost_pico"] + row["unpaid_pico"] == exact
     assert Decimal(response.json()["billing_cost"]["credits"]) == Decimal("0.001")
     assert _credits_pico(gateway, "short") == 0
+    usage = httpx.get(
+        f"{gateway.base_url}/v1/usage", headers={"Authorization": f"Bearer {key}"}, timeout=30
+    ).json()
+    assert Decimal(usage["totals"]["cost"]["unpaid"]) * 10**12 == row["unpaid_pico"]
 
 
 def test_cached_prompt_tokens_at_the_cached_price(gateway: GatewayProcess) -> None:

@@ -267,7 +267,7 @@ def test_failed_everywhere_costs_nothing(gateway: GatewayProcess) -> None:
     assert _balances(gateway, "unlucky")["credits"] == Decimal(1)
     usage = _usage(gateway, key)
     assert usage["totals"]["requests"] == 1
-    assert usage["totals"]["cost"] == {"energy": "0.0", "credits": "0.0"}
+    assert usage["totals"]["cost"] == {"energy": "0.0", "credits": "0.0", "unpaid": "0.0"}
 
 
 def test_disconnect_mid_stream_costs_what_was_delivered(gateway: GatewayProcess) -> None:

@@ -62,6 +62,7 @@ def _summary(rows: list[UsageRow]) -> dict[str, Any]:
         "cost": {
             "energy": format_eur(sum(r.cost_pico for r in rows if r.paid_with == "energy")),
             "credits": format_eur(sum(r.cost_pico for r in rows if r.paid_with == "credits")),
+            "unpaid": format_eur(sum(r.unpaid_pico for r in rows)),
         },
         "energy_kwh": sum(r.energy_kwh for r in rows),
         "carbon_g_co2": sum(r.carbon_g_co2 for r in rows),

@@ -97,6 +97,7 @@ class UsageRow:
     energy_kwh: float
     carbon_g_co2: float
     water_liters: float
+    unpaid_pico: int = 0  # what the balance could not cover (billing.md)
 
 
 class LedgerStore:
@@ -208,6 +209,7 @@ class LedgerStore:
                 func.sum(ledger.c.prompt_tokens).label("prompt_tokens"),
                 func.sum(ledger.c.completion_tokens).label("completion_tokens"),
                 func.sum(ledger.c.cost_pico).label("cost_pico"),
+                func.sum(ledger.c.unpaid_pico).label("unpaid_pico"),
                 func.sum(ledger.c.energy_kwh).label("energy_kwh"),
                 func.sum(ledger.c.carbon_g_co2).label("carbon_g_co2"),
                 func.sum(ledger.c.water_liters).label("water_liters"),
@@ -229,6 +231,7 @@ class LedgerStore:
                 energy_kwh=float(r.energy_kwh or 0),
                 carbon_g_co2=float(r.carbon_g_co2 or 0),
                 water_liters=float(r.water_liters or 0),
+                unpaid_pico=int(r.unpaid_pico or 0),
             )
             for r in rows
         ]
