@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from tests.harness import GatewayProcess
-from tests.upstream import ScriptedUpstream
+from tests.upstream import Canned, ScriptedUpstream
 
 LIMITS = """[limits]
 max_body_bytes = 20000
@@ -34,6 +34,18 @@ def tool(name: str, parameters: dict[str, Any] | None = None) -> dict[str, Any]:
     }
 
 
+EMPTY_OBJECT_ANSWER = {
+    "id": "chatcmpl-empty",
+    "object": "chat.completion",
+    "created": 0,
+    "model": "empty-object",
+    "choices": [
+        {"index": 0, "message": {"role": "assistant", "content": "{}"}, "finish_reason": "stop"}
+    ],
+    "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4},
+}
+
+
 def nested(depth: int) -> dict[str, Any]:
     """An object schema whose JSON nests `depth` levels deep."""
     schema: dict[str, Any] = {"type": "string"}
@@ -54,8 +66,11 @@ def gateway(
         f'[[providers]]\nid = "up"\nkind = "openai_compatible"\nbase_url = "{upstream.base_url}"\n\n'
         '[[models]]\nid = "m"\ncontext_length = 4096\n'
         "capabilities = { function_calling = true, json_schema = true }\n"
-        '[[models.routes]]\nprovider = "up"\nupstream_model = "ok"\n'
+        '[[models.routes]]\nprovider = "up"\nupstream_model = "empty-object"\n'
     )
+    # `{}`: valid against every schema these tests send, which the route claims to enforce (and
+    # the gateway checks after generation).
+    upstream.canned["empty-object"] = Canned(body=EMPTY_OBJECT_ANSWER)
     process = GatewayProcess(Path(tmp_path_factory.mktemp("limits")), config=config).start()
     yield process
     process.stop()

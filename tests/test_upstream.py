@@ -215,7 +215,11 @@ def test_request_parameters_are_forwarded(
             "json_schema": {"name": "city", "schema": schema, "strict": True},
         },
     }
-    response = post(gateway, api_key, sent)
+    upstream.behaviour = "json-valid"  # an answer that meets the schema the route enforces
+    try:
+        response = post(gateway, api_key, sent)
+    finally:
+        upstream.behaviour = None
     assert response.status_code == 200, response.text
     assert_schema("CreateChatCompletionResponse", response.json())
     [received] = upstream.received()
@@ -690,9 +694,13 @@ def test_json_schema_on_a_model_without_it(client: OpenAI, upstream: ScriptedUps
 def test_json_object_still_allowed_without_json_schema(
     client: OpenAI, upstream: ScriptedUpstream
 ) -> None:
-    client.chat.completions.create(
-        model="no-json-schema", messages=HELLO, response_format={"type": "json_object"}
-    )
+    upstream.behaviour = "json-valid"  # the JSON object the route enforces (and Hanse checks)
+    try:
+        client.chat.completions.create(
+            model="no-json-schema", messages=HELLO, response_format={"type": "json_object"}
+        )
+    finally:
+        upstream.behaviour = None
     assert upstream.received()[0].body["response_format"] == {"type": "json_object"}
 
 
