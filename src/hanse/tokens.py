@@ -88,6 +88,10 @@ class Tokenizer(Protocol):
 
     def count(self, text: str) -> int: ...
 
+    def count_chat(self, messages: list[dict[str, Any]]) -> int | None:
+        """`messages` laid out by the model's chat template, where the tokenizer knows it."""
+        ...
+
 
 class TokenCount(int):
     """A prompt's token count. An int, so every step that takes a count takes it unchanged; it also
@@ -134,7 +138,7 @@ def count_prompt(tokenizer: Tokenizer, request: InferenceRequest) -> TokenCount:
     content = sum(tokenizer.count(text) for text in texts)
     names = sum(1 for m in request.messages if m.get("name"))
     overhead = _PER_MESSAGE * len(request.messages) + _PER_NAME * names + _REPLY
-    templated = tokenizer.count_chat(request.messages) if isinstance(tokenizer, _Gguf) else None
+    templated = tokenizer.count_chat(request.messages)
     if templated is not None:
         message_content = sum(
             tokenizer.count(t) for m in request.messages for t in _message_texts(m)
@@ -209,6 +213,9 @@ class _Estimate:
     def count(self, text: str) -> int:
         return estimate_text_tokens(text)
 
+    def count_chat(self, messages: list[dict[str, Any]]) -> int | None:
+        return None  # no chat template: the caller adds a fixed overhead per message
+
 
 ESTIMATE: Tokenizer = _Estimate()
 
@@ -260,6 +267,9 @@ class _Tokenizers:
     def count(self, text: str) -> int:
         return len(self._tokenizer.encode(text, add_special_tokens=False).ids)
 
+    def count_chat(self, messages: list[dict[str, Any]]) -> int | None:
+        return None  # no chat template: the caller adds a fixed overhead per message
+
 
 class _Tiktoken:
     exact = True
@@ -269,6 +279,9 @@ class _Tiktoken:
 
     def count(self, text: str) -> int:
         return len(self._encoding.encode(text, disallowed_special=()))
+
+    def count_chat(self, messages: list[dict[str, Any]]) -> int | None:
+        return None  # no chat template: the caller adds a fixed overhead per message
 
 
 def _message_texts(message: dict[str, Any]) -> Iterator[str]:

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, IPvAnyNetwork, field_validator
 
-from hanse.vision.addresses import host_allowance
+from hanse.config.hosts import host_allowance
 
 _MIB = 1024 * 1024
 

@@ -14,6 +14,8 @@ from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_net
 
 from yarl import URL
 
+from hanse.config.hosts import host_allowance, normal_host
+
 Address = IPv4Address | IPv6Address
 Network = IPv4Network | IPv6Network
 
@@ -91,11 +93,6 @@ def _embedded_ipv4(address: IPv6Address) -> Iterable[tuple[str, IPv4Address]]:
         yield "Teredo client", client
 
 
-def normal_host(host: str) -> str:
-    """A host as it is compared: lower case, IPv6 brackets and one trailing dot removed."""
-    return host.strip("[]").lower().removesuffix(".")
-
-
 def literal_address(host: str) -> Address | None:
     """The address a host names by itself (IPv6, or IPv4 in any `inet_aton` spelling), else None."""
     host = normal_host(host)
@@ -131,35 +128,6 @@ def _number(part: str) -> int | None:
         return int(digits, base) if digits.isalnum() and digits.isascii() else None
     except ValueError:
         return None
-
-
-DEFAULT_PORTS = frozenset({80, 443})
-ANY_PORT = "*"
-
-
-def host_allowance(entry: str) -> tuple[str, frozenset[int] | None]:
-    """An `allow_hosts` entry as (normal host, its ports; None: every port).
-
-    `host` allows the default ports (80, 443), `host:8443` that port, `host:*` every port; an
-    IPv6 literal takes a port in brackets (`[fd00::1]:8080`). ValueError when it is malformed."""
-    host, port = entry, ""
-    if entry.startswith("["):
-        host, _, rest = entry[1:].partition("]")
-        if rest and not rest.startswith(":"):
-            raise ValueError(f"`{entry}` is not `[address]` or `[address]:port`")
-        port = rest[1:]
-    elif entry.count(":") == 1:
-        host, port = entry.split(":")
-    host = normal_host(host)
-    if not host:
-        raise ValueError(f"`{entry}` names no host")
-    if port == ANY_PORT:
-        return host, None
-    if not port:
-        return host, DEFAULT_PORTS
-    if not (port.isascii() and port.isdigit() and 1 <= int(port) <= 65535):
-        raise ValueError(f"`{entry}` has a port that is not 1-65535 or `*`")
-    return host, frozenset({int(port)})
 
 
 class AddressPolicy:
