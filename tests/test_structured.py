@@ -247,3 +247,41 @@ def test_a_native_route_that_stays_off_the_schema_is_inference_3209(
     assert response.status_code == 502
     assert response.json()["error"]["code"] == "INFERENCE_3209"
     assert len(upstream.received()) == 2
+
+
+def test_a_native_stream_is_checked_when_it_ends(
+    gateway: GatewayProcess, api_key: str, upstream: ScriptedUpstream
+) -> None:
+    # The upstream claims to enforce the schema, then streams prose: the text is already out, so
+    # the stream ends with INFERENCE_3209 instead of its finishing chunk.
+    response = post(gateway, api_key, model="native-never", stream=True)
+    assert response.status_code == 200, response.text
+    assert response.headers["x-hanse-structured-output"] == "native"
+    events = sse_events(response.text)
+    chunks = [e for e in events if isinstance(e, dict) and "choices" in e]
+    assert "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks).startswith(
+        "Lübeck"
+    )
+    assert not any(c["choices"][0].get("finish_reason") for c in chunks)
+    [error] = [e["error"] for e in events if isinstance(e, dict) and "error" in e]
+    assert error["code"] == "INFERENCE_3209"
+    assert "not valid JSON" in error["message"]
+    assert len(upstream.received()) == 1  # no second try in a stream
+
+
+def test_a_native_stream_that_meets_the_schema_ends_normally(
+    gateway: GatewayProcess, api_key: str, upstream: ScriptedUpstream
+) -> None:
+    upstream.pieces = ['{"city": ', '"Hamburg"}']
+    try:
+        response = post(gateway, api_key, model="native-never", stream=True)
+    finally:
+        upstream.pieces = None
+    assert response.status_code == 200, response.text
+    events = sse_events(response.text)
+    assert events[-1] == "[DONE]"
+    chunks = events[:-1]
+    for chunk in chunks:
+        assert_schema("CreateChatCompletionStreamResponse", chunk)
+    assert "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks) == JSON_ANSWER
+    assert chunks[-1]["choices"][0]["finish_reason"] == "stop"

@@ -29,6 +29,7 @@ from hanse.domain import (
 )
 from hanse.errors import SCHEMA_NOT_MET, HanseError
 from hanse.providers.base import Provider
+from hanse.providers.collect import collect_stream
 from hanse.schema_validation import problem as schema_problem
 from hanse.tokens import estimate_text_tokens
 
@@ -150,6 +151,37 @@ async def verified(
             )
         completion.choices[position] = dataclasses.replace(redone, index=choice.index)
     return completion
+
+
+async def checked_stream(
+    events: AsyncGenerator[StreamEvent, None], request: InferenceRequest, *, forced_tool: bool
+) -> AsyncGenerator[StreamEvent, None]:
+    """A native stream as it comes, each choice held to what the route enforces once it ends: one
+    that misses ends the stream with INFERENCE_3209 instead of its finishing chunk (its text is
+    already out, so no second try is possible)."""
+    seen: dict[int, list[ChoiceDelta]] = {}
+    try:
+        async for event in events:
+            if isinstance(event, ChoiceDelta):
+                seen.setdefault(event.index, []).append(event)
+                if event.finish_reason is not None:
+                    whole = await collect_stream(_as_first(seen.pop(event.index)))
+                    problem = native_problem(request, whole.choices[0], forced_tool=forced_tool)
+                    if problem is not None:
+                        raise HanseError(
+                            SCHEMA_NOT_MET,
+                            "The streamed answer did not match what was enforced, in a stream, "
+                            f"where no second try is possible: {problem}",
+                            details={"problem": problem},
+                        )
+            yield event
+    finally:
+        await events.aclose()
+
+
+async def _as_first(deltas: list[ChoiceDelta]) -> AsyncGenerator[StreamEvent, None]:
+    for delta in deltas:
+        yield dataclasses.replace(delta, index=0)
 
 
 def check(content: str | None, fmt: ResponseFormat) -> tuple[str | None, str | None]:

@@ -254,8 +254,14 @@ class Router:
         self, model: ModelConfig, route: RouteConfig, request: InferenceRequest
     ) -> AsyncGenerator[StreamEvent, None]:
         provider = self.provider(route)
-        if structured.mode(model, route, request) == "fallback":
+        mode = structured.mode(model, route, request)
+        if mode == "fallback":
             return structured.stream(provider, model, request, route)
+        if mode == "native" and self._catalog.provider(route.provider).kind != "local":
+            # The embedded engine checks its own grammar's answers; an upstream's are checked here.
+            return structured.checked_stream(
+                provider.stream(request, route), request, forced_tool=False
+            )
         return provider.stream(request, route)
 
     @staticmethod
