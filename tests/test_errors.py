@@ -240,6 +240,23 @@ VALIDATION_CASES: dict[str, tuple[dict[str, Any], str, str | None]] = {
         "VALIDATION_4006",
         "messages[0].tool_calls[0].function.arguments",
     ),
+    "custom-tool-without-name": (
+        {"tools": [{"type": "custom", "custom": {"description": "free-form"}}]},
+        "VALIDATION_4006",
+        "tools[0].custom.name",
+    ),
+    "custom-call-without-input": (
+        {
+            "messages": [
+                {
+                    "role": "assistant",
+                    "tool_calls": [{"id": "c1", "type": "custom", "custom": {"name": "sql"}}],
+                }
+            ]
+        },
+        "VALIDATION_4006",
+        "messages[0].tool_calls[0].custom.input",
+    ),
     "unknown-parameter": ({"frobnicate": 1}, "VALIDATION_4007", "frobnicate"),
     "unknown-message-field": (
         {"messages": [{"role": "user", "content": "Hi", "mood": "happy"}]},

@@ -112,8 +112,8 @@ def _terminate_mid_stream(
         while time.monotonic() < deadline:  # the listening socket closes within a moment
             try:
                 httpx.get(f"{gateway.base_url}/health", timeout=0.5)
-            except httpx.ConnectError:
-                break
+            except (httpx.ConnectError, httpx.RemoteProtocolError):
+                break  # refused, or accepted from the backlog and closed unanswered
             time.sleep(0.05)
         else:
             pytest.fail("the gateway still accepts connections after SIGTERM")

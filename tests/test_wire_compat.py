@@ -338,16 +338,26 @@ def test_empty_stop_strings_are_dropped(
     assert forwarded(upstream)["stop"] == ["\n\n"]
 
 
-# Schema-valid, recognised, not served yet: VALIDATION_4008 naming the parameter.
-NOT_SERVED: dict[str, tuple[dict[str, Any], str]] = {
-    "audio-output": ({"modalities": ["text", "audio"]}, "modalities"),
+# Schema-valid, served where the model declares the capability (tests/test_audio_file_custom.py):
+# this model does not, so each is its capability error, naming the parameter, before any upstream.
+WITHOUT_CAPABILITY: dict[str, tuple[dict[str, Any], str, str]] = {
+    "audio-output": (
+        {"modalities": ["text", "audio"], "audio": {"voice": "alloy", "format": "wav"}},
+        "INFERENCE_3213",
+        "modalities",
+    ),
     "custom-tool": (
         {"tools": [{"type": "custom", "custom": {"name": "sql", "format": {"type": "text"}}}]},
+        "INFERENCE_3212",
         "tools",
     ),
     "custom-tool-choice": (
-        {"tools": [TOOL], "tool_choice": {"type": "custom", "custom": {"name": "sql"}}},
-        "tool_choice",
+        {
+            "tools": [TOOL, {"type": "custom", "custom": {"name": "sql"}}],
+            "tool_choice": {"type": "custom", "custom": {"name": "sql"}},
+        },
+        "INFERENCE_3212",
+        "tools",
     ),
     "custom-tool-call": (
         {
@@ -361,6 +371,7 @@ NOT_SERVED: dict[str, tuple[dict[str, Any], str]] = {
                 },
             ]
         },
+        "INFERENCE_3212",
         "messages[1].tool_calls",
     ),
     "input-audio": (
@@ -374,25 +385,63 @@ NOT_SERVED: dict[str, tuple[dict[str, Any], str]] = {
                 }
             ]
         },
-        "messages[0].content[0]",
+        "INFERENCE_3210",
+        "messages",
     ),
     "file": (
         {"messages": [{"role": "user", "content": [{"type": "file", "file": {"file_id": "f1"}}]}]},
-        "messages[0].content[0]",
+        "INFERENCE_3211",
+        "messages",
     ),
 }
 
 
-@pytest.mark.parametrize("case", list(NOT_SERVED), ids=list(NOT_SERVED))
-def test_recognised_but_not_served(
+@pytest.mark.parametrize("case", list(WITHOUT_CAPABILITY), ids=list(WITHOUT_CAPABILITY))
+def test_refused_without_the_capability(
     gateway: GatewayProcess, api_key: str, upstream: ScriptedUpstream, case: str
 ) -> None:
-    fields, param = NOT_SERVED[case]
+    fields, code, param = WITHOUT_CAPABILITY[case]
     response = post(gateway, api_key, **fields)
     assert response.status_code == 400, response.text
     error = response.json()["error"]
-    assert (error["code"], error["param"]) == ("VALIDATION_4008", param), error
-    assert "not supported yet" in error["message"]
+    assert (error["code"], error["param"]) == (code, param), error
+    assert error["details"] == {"model": "up"}
+    assert upstream.received() == []
+
+
+# Combinations OpenAI refuses too, whatever the model: checked before any capability.
+INCONSISTENT: dict[str, tuple[dict[str, Any], str, str]] = {
+    "custom-choice-not-offered": (
+        {"tools": [TOOL], "tool_choice": {"type": "custom", "custom": {"name": "sql"}}},
+        "VALIDATION_4005",
+        "tool_choice",
+    ),
+    "function-choice-names-a-custom-tool": (
+        {
+            "tools": [{"type": "custom", "custom": {"name": "sql"}}],
+            "tool_choice": {"type": "function", "function": {"name": "sql"}},
+        },
+        "VALIDATION_4005",
+        "tool_choice",
+    ),
+    "a-name-twice-across-kinds": (
+        {"tools": [TOOL, {"type": "custom", "custom": {"name": "get_weather"}}]},
+        "VALIDATION_4005",
+        "tools",
+    ),
+    "audio-output-without-audio": ({"modalities": ["audio"]}, "VALIDATION_4006", "audio"),
+}
+
+
+@pytest.mark.parametrize("case", list(INCONSISTENT), ids=list(INCONSISTENT))
+def test_inconsistent_combinations(
+    gateway: GatewayProcess, api_key: str, upstream: ScriptedUpstream, case: str
+) -> None:
+    fields, code, param = INCONSISTENT[case]
+    response = post(gateway, api_key, **fields)
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert (error["code"], error["param"]) == (code, param), error
     assert upstream.received() == []
 
 

@@ -16,6 +16,8 @@ FinishReason = Literal[
 ]
 Logprobs = list[dict[str, Any]]
 UsageSource = Literal["reported", "counted", "estimated", "missing"]
+# A `function` tool's call carries JSON `arguments`; a `custom` tool's its free-form `input`.
+ToolKind = Literal["function", "custom"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,10 +61,13 @@ class InferenceRequest:
     legacy_functions: bool = False
     # Estimated prompt tokens of the image parts (known once they are re-encoded).
     image_tokens: int = 0
+    # Audio output: `modalities` (e.g. ["text", "audio"]) and `audio` ({voice, format}), forwarded.
+    modalities: list[str] | None = None
+    audio: dict[str, Any] | None = None
 
     def forced_tool(self) -> str | None:
         """The function name `tool_choice` forces, if it names one."""
-        if isinstance(self.tool_choice, dict):
+        if isinstance(self.tool_choice, dict) and self.tool_choice.get("type") == "function":
             name = self.tool_choice.get("function", {}).get("name")
             return name if isinstance(name, str) else None
         return None
@@ -70,11 +75,13 @@ class InferenceRequest:
 
 @dataclass(frozen=True, slots=True)
 class ToolCall:
-    """A complete function call chosen by the model."""
+    """A complete tool call chosen by the model: a function's JSON `arguments`, or a custom
+    tool's `input` (`kind` says which)."""
 
     id: str
     name: str
     arguments: str
+    kind: ToolKind = "function"
 
 
 @dataclass(slots=True)
@@ -93,6 +100,9 @@ class Usage:
     cached_prompt_tokens: int = 0
     reasoning_tokens: int = 0
     source: UsageSource = "reported"
+    # Audio within the prompt and completion tokens (charged as the others, at the route's price).
+    audio_prompt_tokens: int = 0
+    audio_completion_tokens: int = 0
 
     @property
     def total_tokens(self) -> int:
@@ -111,6 +121,8 @@ class Choice:
     # What the provider relays besides the answer: its reasoning text, and a refusal.
     reasoning: str | None = None
     refusal: str | None = None
+    # Audio output, as OpenAI's `message.audio` ({id, data, expires_at, transcript}).
+    audio: dict[str, Any] | None = None
 
 
 @dataclass(slots=True)
@@ -125,12 +137,14 @@ class Completion:
 
 @dataclass(frozen=True, slots=True)
 class ToolCallDelta:
-    """A piece of a streamed tool call; `id` and `name` come with its first piece."""
+    """A piece of a streamed tool call; `id`, `name` and `kind` come with its first piece
+    (`arguments`: a custom call's piece of `input`)."""
 
     index: int
     id: str | None = None
     name: str | None = None
     arguments: str | None = None
+    kind: ToolKind | None = None
 
 
 @dataclass(slots=True)
@@ -146,6 +160,8 @@ class ChoiceDelta:
     reasoning: str | None = None
     refusal: str | None = None
     service_tier: str | None = None
+    # A piece of audio output, as OpenAI's `delta.audio` (id, data, transcript, expires_at).
+    audio: dict[str, Any] | None = None
 
     def carries_answer(self) -> bool:
         """Whether the delta holds any of the answer (not just a role or metadata)."""
@@ -154,6 +170,7 @@ class ChoiceDelta:
             or self.tool_calls
             or self.reasoning
             or self.refusal
+            or self.audio
             or self.logprobs
             or self.finish_reason
         )

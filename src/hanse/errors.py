@@ -75,6 +75,13 @@ NO_TOOLS = _entry("INFERENCE_3202", 400, _INVALID, "The model does not support f
 NO_LOGPROBS = _entry(
     "INFERENCE_3204", 400, _INVALID, "The model does not return log probabilities."
 )
+# What OpenAI's schema accepts beyond text, images and function tools, on a model without it.
+NO_AUDIO_INPUT = _entry("INFERENCE_3210", 400, _INVALID, "The model does not accept audio.")
+NO_FILE_INPUT = _entry("INFERENCE_3211", 400, _INVALID, "The model does not accept files.")
+NO_CUSTOM_TOOLS = _entry(
+    "INFERENCE_3212", 400, _INVALID, "The model does not support custom tools."
+)
+NO_AUDIO_OUTPUT = _entry("INFERENCE_3213", 400, _INVALID, "The model does not answer with audio.")
 # The message keeps OpenAI's wording and names `context_length_exceeded` (OpenAI's code), which is
 # what LiteLLM ("maximum context length is") and langchain-openai look for in the error text.
 CONTEXT_EXCEEDED = _entry(

@@ -15,10 +15,14 @@ from hanse.errors import LIMIT_EXCEEDED, HanseError
 from hanse.wire.request import (
     AssistantMessage,
     ChatCompletionRequest,
+    CustomGrammarFormat,
+    CustomTool,
+    CustomToolCall,
     ImagePart,
     JsonSchemaResponseFormat,
     RefusalPart,
     TextPart,
+    Tool,
 )
 
 
@@ -59,7 +63,10 @@ def content_chars(wire: ChatCompletionRequest) -> int:
         if isinstance(message, AssistantMessage):
             total += len(message.refusal or "")
             for call in message.tool_calls or []:
-                total += len(call.function.name) + len(call.function.arguments)
+                if isinstance(call, CustomToolCall):
+                    total += len(call.custom.name) + len(call.custom.input)
+                else:
+                    total += len(call.function.name) + len(call.function.arguments)
     return total
 
 
@@ -100,8 +107,12 @@ def _schemas(wire: ChatCompletionRequest) -> list[tuple[str, Any]]:
     if isinstance(fmt, JsonSchemaResponseFormat) and fmt.json_schema.schema_ is not None:
         found.append(("response_format.json_schema.schema", fmt.json_schema.schema_))
     for index, tool in enumerate(wire.tools or []):
-        if tool.function.parameters is not None:
+        if isinstance(tool, Tool) and tool.function.parameters is not None:
             found.append((f"tools[{index}].function.parameters", tool.function.parameters))
+        elif isinstance(tool, CustomTool) and isinstance(tool.custom.format, CustomGrammarFormat):
+            # A custom tool's grammar is forwarded, never run here; bounded as a schema is.
+            grammar = tool.custom.format.grammar.definition
+            found.append((f"tools[{index}].custom.format.grammar.definition", grammar))
     return found
 
 

@@ -94,10 +94,14 @@ async def sse_stream(
 
 def _texts(delta: ChoiceDelta) -> list[str]:
     """What a delta delivers that the model generated: text, reasoning, tool-call names and
-    arguments."""
+    arguments (a custom call's input), an audio answer's transcript."""
     texts = [text for text in (delta.content, delta.refusal, delta.reasoning) if text]
     for call in delta.tool_calls or []:
         texts += [text for text in (call.name, call.arguments) if text]
+    # Of audio output, its transcript (its base64 data is no measure of tokens).
+    transcript = (delta.audio or {}).get("transcript")
+    if isinstance(transcript, str) and transcript:
+        texts.append(transcript)
     return texts
 
 

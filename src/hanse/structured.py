@@ -232,8 +232,8 @@ def arguments_problem(request: InferenceRequest, name: str, arguments: str) -> s
     except ValueError as exc:
         return f"the arguments of `{name}` are not valid JSON ({exc})"
     for tool in request.tools:
-        function = tool["function"]
-        if function["name"] == name:
+        function = tool.get("function") or {}  # a custom tool has none: its input is free-form
+        if function.get("name") == name:
             found = schema_problem(function.get("parameters") or {"type": "object"}, value)
             return None if found is None else f"`{name}` {found}"[:_PROBLEM_CHARS]
     return f"`{name}` is not one of the offered functions"

@@ -35,6 +35,9 @@ _REPLY = 3  # the template's opening of the answer
 _MAX_BYTES_PER_TOKEN = 16
 _IMAGE_BASE = 85
 _IMAGE_TILE = 170
+# Audio at 10 tokens a second: mp3 at 16 kB a second, wav at 32 kB (see estimate_attachment_tokens).
+_AUDIO_BYTES_PER_TOKEN = {"mp3": 1600, "wav": 3200}
+_FILE_BYTES_PER_TOKEN = 32
 _TIKTOKEN_BLOBS = "https://openaipublic.blob.core.windows.net/encodings/{}.tiktoken"
 
 CountSource = Literal["counted", "estimated"]
@@ -50,8 +53,10 @@ def estimate_text_tokens(text: str) -> int:
 
 
 def estimate_tokens(messages: list[dict[str, Any]]) -> int:
-    """An estimate of a conversation's prompt tokens, counting the chat template's per-message cost."""
-    return sum(_PER_MESSAGE + estimate_text_tokens(message_text(m)) for m in messages)
+    """An estimate of a conversation's prompt tokens, counting the chat template's per-message cost
+    and any audio and file parts."""
+    text = sum(_PER_MESSAGE + estimate_text_tokens(message_text(m)) for m in messages)
+    return text + estimate_attachment_tokens(messages)
 
 
 def message_text(message: dict[str, Any]) -> str:
@@ -64,8 +69,43 @@ def message_text(message: dict[str, Any]) -> str:
     else:
         text = ""
     for call in message.get("tool_calls") or []:
-        text += call["function"]["name"] + call["function"]["arguments"]
+        name, arguments = _call_texts(call)
+        text += name + arguments
     return text
+
+
+def _call_texts(call: dict[str, Any]) -> tuple[str, str]:
+    """A replayed call's name and arguments: a function's JSON, or a custom tool's `input`."""
+    custom = call.get("type") == "custom"
+    fields = call.get("custom" if custom else "function") or {}
+    return str(fields.get("name") or ""), str(fields.get("input" if custom else "arguments") or "")
+
+
+def estimate_attachment_tokens(messages: list[dict[str, Any]]) -> int:
+    """An estimate of the prompt tokens of audio and file parts, from their size (base64 is 4
+    characters per 3 bytes): audio at 10 tokens a second (OpenAI's rate), its seconds taken as
+    16 kB a second for mp3 (128 kbit/s) and 32 kB for wav (16 kHz, 16-bit mono); a file at a
+    token per 32 bytes (a PDF page of ~100 kB: its text and page image, ~3,000 tokens). A file
+    sent by `file_id` has no size here and counts nothing. Never part of a count's floor."""
+    total = 0
+    for message in messages:
+        content = message.get("content")
+        for part in content if isinstance(content, list) else []:
+            if part.get("type") == "input_audio":
+                audio = part.get("input_audio") or {}
+                size = _decoded_size(audio.get("data"))
+                per_token = _AUDIO_BYTES_PER_TOKEN.get(str(audio.get("format")), 1600)
+                total += -(-size // per_token)
+            elif part.get("type") == "file":
+                size = _decoded_size((part.get("file") or {}).get("file_data"))
+                total += -(-size // _FILE_BYTES_PER_TOKEN)
+    return total
+
+
+def _decoded_size(data: Any) -> int:
+    """The bytes a base64 string (a data URL's payload, or bare) decodes to, without decoding it."""
+    text = str(data or "")
+    return len(text.rpartition(",")[2].rstrip("=")) * 3 // 4
 
 
 def estimate_image_tokens(width: int, height: int, detail: str | None) -> int:
@@ -124,14 +164,15 @@ def prompt_texts(request: InferenceRequest) -> Iterator[str]:
     for message in request.messages:
         yield from _message_texts(message)
     for tool in request.tools:
-        yield json.dumps(tool.get("function", tool), ensure_ascii=False)
+        yield json.dumps(tool.get(tool.get("type", "function"), tool), ensure_ascii=False)
     fmt = request.response_format
     if fmt is not None and fmt.schema is not None:
         yield (fmt.name or "") + json.dumps(fmt.schema, ensure_ascii=False)
 
 
 def count_prompt(tokenizer: Tokenizer, request: InferenceRequest) -> TokenCount:
-    """The request's prompt tokens with `tokenizer`, the template's overhead and the images.
+    """The request's prompt tokens with `tokenizer`, the template's overhead, the images, and the
+    estimate of audio and file parts (outside the floor: a guess from size never refuses).
     A GGUF with a chat template counts the messages as the template lays them out (its own
     default system prompt included); otherwise a fixed overhead per message is added."""
     texts = list(prompt_texts(request))
@@ -145,8 +186,9 @@ def count_prompt(tokenizer: Tokenizer, request: InferenceRequest) -> TokenCount:
         )
         overhead = max(0, templated - message_content)
     floor = content if tokenizer.exact else sum(_floor(text) for text in texts)
+    attachments = estimate_attachment_tokens(request.messages)
     return TokenCount(
-        content + overhead + request.image_tokens,
+        content + overhead + request.image_tokens + attachments,
         floor + request.image_tokens,
         "counted" if tokenizer.exact else "estimated",
         exact=False,
@@ -159,6 +201,8 @@ def completion_texts(completion: Completion) -> list[str]:
     for choice in completion.choices:
         texts.append(choice.content or "")
         texts += [call.name + call.arguments for call in choice.tool_calls]
+        transcript = (choice.audio or {}).get("transcript")
+        texts.append(transcript if isinstance(transcript, str) else "")
     return texts
 
 
@@ -289,14 +333,21 @@ def _message_texts(message: dict[str, Any]) -> Iterator[str]:
     if isinstance(content, str):
         yield content
     elif isinstance(content, list):
-        yield from (p.get("text") or p.get("refusal") or "" for p in content)
+        yield from (_part_text(p) for p in content)
     for field in ("name", "tool_call_id"):
         if isinstance(message.get(field), str):
             yield message[field]
     for call in message.get("tool_calls") or []:
-        function = call.get("function") or {}
-        yield str(call.get("id") or "") + str(function.get("name") or "")
-        yield str(function.get("arguments") or "")
+        name, arguments = _call_texts(call)
+        yield str(call.get("id") or "") + name
+        yield arguments
+
+
+def _part_text(part: dict[str, Any]) -> str:
+    """A content part's text: a text or refusal, a file's name (its data is estimated by size)."""
+    if part.get("type") == "file":
+        return str((part.get("file") or {}).get("filename") or "")
+    return str(part.get("text") or part.get("refusal") or "")
 
 
 def _floor(text: str) -> int:

@@ -31,7 +31,7 @@ from hanse.blueprints.models import (
 from hanse.blueprints.output import OutputGuard
 from hanse.errors import INVALID_VALUE, HanseError
 from hanse.vault.service import VAULT_KEY_HEADER, Vault, VaultSession, not_found, vault_clients
-from hanse.wire.request import ChatCompletionRequest, SystemMessage, Tool
+from hanse.wire.request import ChatCompletionRequest, CustomTool, SystemMessage, Tool, tool_name
 
 _Item = TypeVar("_Item", Blueprint, Skill)
 
@@ -162,15 +162,17 @@ def _stored(parse: Callable[[Any, str], _Item], data: Any, param: str, item_id: 
         ) from None
 
 
-def _merge_tools(tools: list[Tool] | None, skills: list[tuple[str, Skill]]) -> list[Tool] | None:
+def _merge_tools(
+    tools: list[Tool | CustomTool] | None, skills: list[tuple[str, Skill]]
+) -> list[Tool | CustomTool] | None:
     """The request's tools, then each skill's; a name already taken is an error naming the
     skill's parameter and the tool's index, and the name itself only for an inline skill (a vault
     skill's tool names are its secret content)."""
-    merged = list(tools or [])
+    merged: list[Tool | CustomTool] = list(tools or [])
     for param, skill in skills:
         for index, tool in enumerate(skill.tools):
             name = tool.function.name
-            if any(t.function.name == name for t in merged):
+            if any(tool_name(t) == name for t in merged):
                 which = f"`{name}`" if param.startswith("skill_configs") else f"number {index}"
                 raise _invalid(
                     param,

@@ -4,7 +4,13 @@ A stream holds back, per choice, as many characters as the longest match of any 
 span, so a match is seen whole before any of it goes out: a blocked phrase never reaches the
 client, however the provider's chunks cut it. A block ends the stream with `finish_reason:
 "blocked"` (the rule's message as its content) and stops the provider; what the model produced
-until then is charged as for a cut stream. Tool-call arguments are not screened.
+until then is charged as for a cut stream. Tool-call arguments are not screened, a custom tool's
+`input` no more than a function's `arguments`.
+
+An audio answer is screened by its transcript: the sound cannot be redacted, so any match (a block
+or a redaction) blocks the choice. A stream's transcript is scanned whole as it grows, and its
+audio stops at the match; the audio pieces before it have gone out (the sound cannot be held back
+by characters).
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ from dataclasses import dataclass, field
 
 from hanse.blueprints.models import Railguards
 from hanse.blueprints.rules import OUTPUT_BLOCKED, TextRule, scan, text_rule
-from hanse.domain import ChoiceDelta, Completion, StreamEvent, Usage
+from hanse.domain import Choice, ChoiceDelta, Completion, StreamEvent, Usage
 
 _CONTEXT = 1000  # released text kept for the lookbehinds of later matches
 SCREENED = ("content", "reasoning", "refusal")  # the texts of a choice the output rules see
@@ -55,6 +61,11 @@ class OutputGuard:
         """The answer screened, and its ledger status (`ok` or `blocked`)."""
         status = "ok"
         for choice in completion.choices if self.rules else []:
+            heard = self._transcript_rule((choice.audio or {}).get("transcript"))
+            if heard is not None:
+                status = "blocked"
+                _block_choice(choice, heard.message)
+                continue
             for name in SCREENED:
                 text = getattr(choice, name)
                 if text is None:
@@ -64,11 +75,20 @@ class OutputGuard:
                     setattr(choice, name, result.text)
                     continue
                 status = "blocked"
-                choice.content, choice.finish_reason = result.blocked.message, "blocked"
-                choice.tool_calls, choice.logprobs = [], None
-                choice.reasoning = choice.refusal = None
+                _block_choice(choice, result.blocked.message)
                 break
         return completion, status
+
+    def _transcript_rule(self, transcript: object) -> TextRule | None:
+        """The first rule an audio transcript meets, by a block or a redaction (sound cannot be
+        redacted, so either blocks)."""
+        if not isinstance(transcript, str) or not transcript:
+            return None
+        for rule in self.rules:
+            result = scan([rule], transcript)
+            if result.blocked is not None or result.text != transcript:
+                return rule
+        return None
 
     def stream(
         self, first: StreamEvent, events: AsyncGenerator[StreamEvent, None], input_tokens: int
@@ -88,6 +108,7 @@ class OutputGuard:
     ) -> AsyncGenerator[StreamEvent, None]:
         hold = max(rule.width for rule in self.rules)
         texts: dict[tuple[int, str], _ChoiceText] = {}
+        transcripts: dict[int, str] = {}  # each choice's audio transcript so far
         finished: set[int] = set()
         received = 0  # pieces of text the model produced: what a blocked stream costs
         event: StreamEvent | None = first
@@ -108,6 +129,11 @@ class OutputGuard:
                     received += 1 if any(getattr(event, n) for n in SCREENED) else 0
                     final = event.finish_reason is not None
                     out = self._feed(texts, event.index, hold, event, final)
+                    if not isinstance(out, TextRule) and event.audio:
+                        heard = transcripts.get(event.index, "")
+                        heard += str(event.audio.get("transcript") or "")
+                        transcripts[event.index] = heard
+                        out = self._transcript_rule(heard) or out
                     if isinstance(out, TextRule):
                         for delta in self._block(event.index, out, texts, finished):
                             yield delta
@@ -161,3 +187,11 @@ class OutputGuard:
         for other in sorted({i for i, _ in texts} - finished - {index}):
             deltas.append(ChoiceDelta(index=other, finish_reason="blocked"))
         return deltas
+
+
+def _block_choice(choice: Choice, message: str) -> None:
+    """The choice's answer replaced by the rule's message (`finish_reason: "blocked"`)."""
+    choice.content, choice.finish_reason = message, "blocked"
+    choice.tool_calls, choice.logprobs = [], None
+    choice.reasoning = choice.refusal = None
+    choice.audio = None

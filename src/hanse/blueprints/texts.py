@@ -1,17 +1,20 @@
 """Every text of a client's message that reaches a provider, in one fixed order.
 
-    content        a string, or each text part's `text` and each refusal part's `refusal`
+    content        a string, or each text part's `text`, each refusal part's `refusal`, and
+                   each file part's `filename`
     name           the participant's name (system, developer, user, assistant), a
                    `function` message's                                             identifier
     refusal        an assistant message's `refusal`
-    tool_calls     each call's `id` (identifier), `function.name` (identifier), `function.arguments`
+    tool_calls     each call's `id` (identifier), `function.name` (identifier), `function.arguments`;
+                   a custom call's `id` (identifier), `custom.name` (identifier), `custom.input`
     function_call  the deprecated single call: `name` (identifier), `arguments`
     tool_call_id   a tool message's                                                 identifier
 
 An identifier has a shape the conversation depends on (a tool call's id pairs it with its result,
 a function name must match `^[a-zA-Z0-9_-]{1,64}$`), so it cannot take a placeholder. Not text:
-images (the provider gets pixels the gateway re-encoded, never the client's URL), audio and file
-parts (refused as not supported), and a tool message's `name` (never forwarded).
+images (the provider gets pixels the gateway re-encoded, never the client's URL), the base64 data of
+audio and file parts (and a file's upstream `file_id`), and a tool message's `name` (never
+forwarded).
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ from pydantic import BaseModel
 
 from hanse.wire.request import (
     AssistantMessage,
+    CustomToolCall,
+    FilePart,
     FunctionCall,
     Message,
     RefusalPart,
@@ -75,11 +80,20 @@ def _part(part: _Part, replace: Rewrite) -> _Part:
         return part.model_copy(update={"text": replace(part.text, False)})
     if isinstance(part, RefusalPart):
         return part.model_copy(update={"refusal": replace(part.refusal, False)})
+    if isinstance(part, FilePart) and part.file.filename is not None:
+        file = part.file.model_copy(update={"filename": replace(part.file.filename, False)})
+        return part.model_copy(update={"file": file})
     return part
 
 
-def _call(call: ToolCall, replace: Rewrite) -> ToolCall:
+def _call(call: ToolCall | CustomToolCall, replace: Rewrite) -> ToolCall | CustomToolCall:
     call_id = replace(call.id, True)
+    if isinstance(call, CustomToolCall):
+        name = replace(call.custom.name, True)
+        custom = call.custom.model_copy(
+            update={"name": name, "input": replace(call.custom.input, False)}
+        )
+        return call.model_copy(update={"id": call_id, "custom": custom})
     return call.model_copy(update={"id": call_id, "function": _function(call.function, replace)})
 
 

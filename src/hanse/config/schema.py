@@ -85,6 +85,10 @@ class Capabilities(_Strict):
     structured_output: bool = False
     json_schema: bool = False
     audio_input: bool = False
+    # `file` content parts, `custom` tools (their choices and calls), and `modalities: ["audio"]`.
+    file_input: bool = False
+    custom_tools: bool = False
+    audio_output: bool = False
     reasoning: bool = False
     logprobs: bool = True
 
@@ -95,7 +99,16 @@ class ParametersBillion(_Strict):
 
 
 RouteCapability = Literal[
-    "streaming", "function_calling", "vision", "structured_output", "json_schema", "logprobs"
+    "streaming",
+    "function_calling",
+    "vision",
+    "structured_output",
+    "json_schema",
+    "logprobs",
+    "audio_input",
+    "file_input",
+    "custom_tools",
+    "audio_output",
 ]
 
 

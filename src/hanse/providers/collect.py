@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 
-from hanse.domain import Choice, Completion, StreamEvent, ToolCall, Usage
+from hanse.domain import Choice, Completion, StreamEvent, ToolCall, ToolKind, Usage
 
 
 async def collect_stream(events: AsyncIterator[StreamEvent]) -> Completion:
@@ -12,6 +13,8 @@ async def collect_stream(events: AsyncIterator[StreamEvent]) -> Completion:
     texts: dict[int, list[str]] = {}
     logprobs: dict[int, list[dict[str, object]]] = {}
     calls: dict[int, dict[int, dict[str, str]]] = {}
+    kinds: dict[tuple[int, int], ToolKind] = {}
+    audio: dict[int, dict[str, Any]] = {}
     finish: dict[int, str] = {}
     usage = Usage()
     async for event in events:
@@ -30,6 +33,10 @@ async def collect_stream(events: AsyncIterator[StreamEvent]) -> Completion:
             call["id"] = piece.id or call["id"]
             call["name"] += piece.name or ""
             call["arguments"] += piece.arguments or ""
+            if piece.kind is not None:
+                kinds.setdefault((event.index, piece.index), piece.kind)
+        if event.audio:
+            _add_audio(audio.setdefault(event.index, {}), event.audio)
         if event.finish_reason:
             finish[event.index] = event.finish_reason
     choices = [
@@ -38,10 +45,21 @@ async def collect_stream(events: AsyncIterator[StreamEvent]) -> Completion:
             content="".join(texts[index]) if texts[index] or index not in calls else None,
             finish_reason=finish.get(index, "stop"),  # type: ignore[arg-type]
             tool_calls=[
-                ToolCall(c["id"], c["name"], c["arguments"]) for c in calls.get(index, {}).values()
+                ToolCall(c["id"], c["name"], c["arguments"], kinds.get((index, i), "function"))
+                for i, c in calls.get(index, {}).items()
             ],
             logprobs=logprobs.get(index),
+            audio=audio.get(index),
         )
         for index in sorted(texts)
     ]
     return Completion(choices=choices, usage=usage)
+
+
+def _add_audio(whole: dict[str, Any], piece: dict[str, Any]) -> None:
+    """Audio output pieces: `data` and `transcript` are appended, `id` and `expires_at` kept."""
+    for name, value in piece.items():
+        if name in ("data", "transcript"):
+            whole[name] = whole.get(name, "") + value
+        else:
+            whole[name] = value

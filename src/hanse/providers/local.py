@@ -125,28 +125,14 @@ class LocalProvider:
             choices[position] = dataclasses.replace(redone, index=choice.index)
         return Completion(choices, usage, answer.system_fingerprint)
 
-    async def stream(
+    def stream(
         self, request: InferenceRequest, route: RouteConfig
     ) -> AsyncGenerator[StreamEvent, None]:
         """The answer as it is generated; a choice that misses what the grammar promised ends
         the stream with INFERENCE_3209 instead of its finishing chunk (its text is already out)."""
-        forced = _forced(request)
-        seen: dict[int, list[ChoiceDelta]] = {}
-        events = self._generate(request)
-        try:
-            async for event in events:
-                if isinstance(event, ChoiceDelta):
-                    seen.setdefault(event.index, []).append(event)
-                    if event.finish_reason is not None:
-                        choice = await collect_stream(_replay(seen.pop(event.index)))
-                        problem = structured.native_problem(
-                            request, choice.choices[0], forced_tool=forced
-                        )
-                        if problem is not None:
-                            raise _unmet(problem, "in a stream, where no second try is possible")
-                yield event
-        finally:
-            await events.aclose()
+        return structured.checked_stream(
+            self._generate(request), request, forced_tool=_forced(request)
+        )
 
     async def _generate(self, request: InferenceRequest) -> AsyncGenerator[StreamEvent, None]:
         plan = self._plan(request)
@@ -300,25 +286,25 @@ def _answer_text(choice: Choice) -> str:
     return choice.content or ""
 
 
-async def _replay(deltas: list[ChoiceDelta]) -> AsyncGenerator[StreamEvent, None]:
-    for delta in deltas:
-        yield dataclasses.replace(delta, index=0)
-
-
-# What a forced call's text starts with: the grammar puts `name` first, then `arguments`.
+# What a call's text starts with: the grammar (and the prompt, for `auto`) puts `name` first.
 _CALL_HEAD = re.compile(r'\s*\{\s*"name"\s*:\s*"((?:[^"\\]|\\.)*)"\s*,\s*"arguments"\s*:\s*')
 _PARTIAL_NAME = re.compile(r'"name"\s*:\s*"((?:[^"\\]|\\.)*)')
-# The end of the text that may still be the wrapper's closing brace (and the spaces around it).
-_CALL_TAIL = re.compile(r"\s*(?:\}\s*)?\Z")
 
 
 class _ChoiceShaper:
     """Turns one choice's raw text into content deltas or, for a tool call, tool-call deltas.
 
-    A forced call (the grammar guarantees `{"name": ..., "arguments": ...}`) is streamed as
-    OpenAI does: a first delta with the id and name as soon as the name is complete, then the
-    arguments as they are generated; the wrapper's own text never goes out. An `auto` answer is
-    held while it may still be a call and parsed once it ends."""
+    A call is streamed as OpenAI does: a first delta with the id, the name and `arguments: ""` as
+    soon as the call's head (`{"name": ..., "arguments": `) is complete, then the arguments as they
+    are generated, up to the end of their JSON value; the wrapper's own text never goes out.
+    Forced (a grammar guarantees the call), the head is trusted as it comes. Under `auto` the
+    answer is held while it may still be a call: it becomes one once the head names an offered
+    function and its arguments open an object; otherwise the held text goes out as content. An
+    `auto` call's text has no grammar: once its head went out it stays a call with the arguments
+    as generated (not valid JSON if the model broke them off; `length` when `max_tokens` cut
+    them); whatever the model writes after the arguments' closing brace is dropped, and the call
+    finishes `tool_calls` even if `max_tokens` cut that run-on. An answer still held at its end
+    (keys in another order) is parsed then and sent as one whole call."""
 
     def __init__(self, index: int, tool_mode: str, request: InferenceRequest) -> None:
         self.index = index
@@ -329,27 +315,28 @@ class _ChoiceShaper:
         self.buffered_logprobs: list[dict[str, Any]] = []
         self.streaming_text = tool_mode == "none"
         self.call_started = False
+        self.arguments = _ValueEnd()
         self.arguments_sent = ""
 
     def feed(self, piece: Piece) -> list[ChoiceDelta]:
         if self.streaming_text:
             return [ChoiceDelta(self.index, content=piece.text, logprobs=piece.logprobs)]
+        if self.arguments.done:
+            return []  # after the call: the wrapper's brace, or text no call carries
         self.buffer += piece.text
+        if self.call_started:
+            return self._call_arguments()
         if self.tool_mode == "forced":
-            return self._feed_call()
+            head = _CALL_HEAD.match(self.buffer)
+            return [] if head is None else self._open_call(head)
         self.buffered_logprobs += piece.logprobs or []
-        stripped = self.buffer.lstrip()
-        if stripped and not stripped.startswith("{"):
-            # Not a tool call after all: release what was held and stream the rest.
-            self.streaming_text = True
-            return [self._buffered_text()]
-        return []
+        return self._hold()
 
     def finish(self, finish_reason: str) -> list[ChoiceDelta]:
-        if self.tool_mode == "forced":
-            return self._finish_call(finish_reason)
         if self.streaming_text:
             return [ChoiceDelta(self.index, finish_reason=finish_reason)]  # type: ignore[arg-type]
+        if self.call_started or self.tool_mode == "forced":
+            return self._finish_call(finish_reason)
         call = _parse_call(self.buffer, set(self.tool_names))
         if call is None:
             text = self._buffered_text()
@@ -362,40 +349,53 @@ class _ChoiceShaper:
             ChoiceDelta(self.index, finish_reason=reason),  # type: ignore[arg-type]
         ]
 
-    def _feed_call(self) -> list[ChoiceDelta]:
-        deltas: list[ChoiceDelta] = []
-        if not self.call_started:
-            head = _CALL_HEAD.match(self.buffer)
-            if head is None:
-                return []
-            self.call_started = True
-            self.buffer = self.buffer[head.end() :]
-            deltas.append(self._call_head(_unescape(head.group(1))))
+    def _hold(self) -> list[ChoiceDelta]:
+        """An `auto` answer: a call once its head names an offered function, else content."""
+        stripped = self.buffer.lstrip()
+        if stripped and not stripped.startswith("{"):
+            return self._release()
+        head = _CALL_HEAD.match(self.buffer)
+        if head is None:
+            return []  # may still become a call; parsed at the end if it never shows its head
+        if _unescape(head.group(1)) not in self.tool_names:
+            return self._release()
+        opening = self.buffer[head.end() :].lstrip()
+        if not opening:
+            return []
+        if not opening.startswith("{"):
+            return self._release()  # arguments that are no object make no call (as OpenAI's)
+        self.buffered_logprobs = []  # a call carries no logprobs, as a forced one
+        return self._open_call(head)
+
+    def _release(self) -> list[ChoiceDelta]:
+        """Not a tool call after all: release what was held and stream the rest."""
+        self.streaming_text = True
+        return [self._buffered_text()]
+
+    def _open_call(self, head: re.Match[str]) -> list[ChoiceDelta]:
+        self.call_started = True
+        self.buffer = self.buffer[head.end() :]
+        return [self._call_head(_unescape(head.group(1))), *self._call_arguments()]
+
+    def _call_arguments(self) -> list[ChoiceDelta]:
+        """What of the held text belongs to the arguments, sent; the rest of it dropped."""
         if not self.arguments_sent:
             self.buffer = self.buffer.lstrip()
-        safe = _CALL_TAIL.search(self.buffer)
-        cut = safe.start() if safe else len(self.buffer)
-        if cut:
-            deltas.append(self._arguments(self.buffer[:cut]))
-            self.buffer = self.buffer[cut:]
-        return deltas
+        text = self.buffer[: self.arguments.scan(self.buffer)]
+        self.buffer = ""
+        return [self._arguments(text)] if text else []
 
     def _finish_call(self, finish_reason: str) -> list[ChoiceDelta]:
         deltas: list[ChoiceDelta] = []
         if not self.call_started:
-            # Cut before the name was complete: the call is still a call, of the likeliest name.
+            # Forced, cut before the name was complete: still a call, of the likeliest name.
             self.call_started = True
             deltas.append(self._call_head(self._likely_name()))
-            self.buffer = ""
-        rest = self.buffer.rstrip()
-        closed = rest.removesuffix("}").rstrip()
-        if rest.endswith("}") and _parses(self.arguments_sent + closed):
-            rest = closed  # that brace closed the wrapper, not the arguments
-        if rest:
-            deltas.append(self._arguments(rest))
         self.buffer = ""
+        if self.tool_mode == "auto" and self.arguments.done:
+            finish_reason = "stop"  # the call is whole: what the model ran on with was dropped
         if finish_reason == "stop":
-            # OpenAI finishes a named tool choice with `stop`, `required` with `tool_calls`.
+            # OpenAI finishes a named tool choice with `stop`, `required` and `auto` with `tool_calls`.
             finish_reason = "stop" if self.named else "tool_calls"
         deltas.append(ChoiceDelta(self.index, finish_reason=finish_reason))  # type: ignore[arg-type]
         return deltas
@@ -423,16 +423,44 @@ class _ChoiceShaper:
         return delta
 
 
+@dataclass(slots=True)
+class _ValueEnd:
+    """Where one JSON value ends, read piece by piece (strings and their escapes skipped)."""
+
+    depth: int = 0
+    in_string: bool = False
+    escaped: bool = False
+    done: bool = False
+
+    def scan(self, text: str) -> int:
+        """How much of `text` still belongs to the value: all of it while the value is open."""
+        for at, char in enumerate(text):
+            if self.done:
+                return at
+            if self.in_string:
+                if self.escaped:
+                    self.escaped = False
+                elif char == "\\":
+                    self.escaped = True
+                elif char == '"':
+                    self.in_string = False
+                    self.done = self.depth == 0
+                continue
+            if char == '"':
+                self.in_string = True
+            elif char in "{[":
+                self.depth += 1
+            elif char in "}]" and self.depth:
+                self.depth -= 1
+                self.done = self.depth == 0
+            elif self.depth == 0 and char in ",}] \t\r\n":
+                self.done = True  # a bare number or literal ends where the wrapper goes on
+                return at
+        return len(text)
+
+
 def _call_id() -> str:
     return "call_" + secrets.token_hex(12)
-
-
-def _parses(text: str) -> bool:
-    try:
-        json.loads(text)
-    except ValueError:
-        return False
-    return True
 
 
 def _unescape(text: str) -> str:

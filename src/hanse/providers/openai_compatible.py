@@ -32,6 +32,7 @@ from hanse.domain import (
     StreamEvent,
     ToolCall,
     ToolCallDelta,
+    ToolKind,
     Usage,
 )
 from hanse.errors import CONTENT_FILTERED, CONTEXT_EXCEEDED, PROVIDER_REJECTED, HanseError
@@ -228,6 +229,10 @@ class OpenAICompatibleProvider:
             body["tool_choice"] = request.tool_choice
         if request.logprobs:
             body["logprobs"] = True
+        if request.modalities is not None:
+            body["modalities"] = request.modalities
+        if request.audio is not None:
+            body["audio"] = request.audio
         if request.response_format is not None:
             body["response_format"] = _response_format(request)
         if request.stream:
@@ -356,7 +361,8 @@ def _response_format(request: InferenceRequest) -> dict[str, Any]:
 
 def _compatible(message: dict[str, Any]) -> dict[str, Any]:
     """A message in the form every OpenAI-shaped server accepts (many predate `developer`, content
-    part arrays, or a null `content` beside tool calls)."""
+    part arrays, or a null `content` beside tool calls). Only an all-text part list is joined: one
+    with images, audio or files keeps its parts."""
     out = dict(message)
     if out.get("role") == "developer":
         out["role"] = "system"
@@ -487,6 +493,8 @@ def _usage(raw: Any) -> Usage:
         completion,
         cached_prompt_tokens=min(prompt, _count(prompt_details, "cached_tokens")),
         reasoning_tokens=min(completion, _count(completion_details, "reasoning_tokens")),
+        audio_prompt_tokens=min(prompt, _count(prompt_details, "audio_tokens")),
+        audio_completion_tokens=min(completion, _count(completion_details, "audio_tokens")),
     )
 
 
@@ -519,16 +527,47 @@ def _service_tier(raw: dict[str, Any]) -> str | None:
     return value if value in _SERVICE_TIERS else None
 
 
+def _call_fields(raw: dict[str, Any]) -> tuple[ToolKind, str | None, str | None]:
+    """A call's kind, name and arguments (a custom call's `input`), whole or a delta's piece."""
+    if raw.get("type") == "custom" or ("custom" in raw and "function" not in raw):
+        custom = _object(raw.get("custom"), "custom tool call")
+        return (
+            "custom",
+            _text(custom.get("name"), "tool call name"),
+            _text(custom.get("input"), "custom tool call input"),
+        )
+    function = _object(raw.get("function"), "tool call function")
+    return (
+        "function",
+        _text(function.get("name"), "tool call name"),
+        _text(function.get("arguments"), "tool call arguments"),
+    )
+
+
 def _tool_call(raw: Any) -> ToolCall:
     if not isinstance(raw, dict):
         raise _malformed("a tool call is not an object")
-    function = _object(raw.get("function"), "tool call function")
-    name = _text(function.get("name"), "tool call name")
-    arguments = _text(function.get("arguments"), "tool call arguments")
+    kind, name, arguments = _call_fields(raw)
     if not name:
         raise _malformed("a tool call has no name")
     call_id = _text(raw.get("id"), "tool call id") or "call_" + secrets.token_hex(12)
-    return ToolCall(id=call_id, name=name, arguments=arguments or "")
+    return ToolCall(id=call_id, name=name, arguments=arguments or "", kind=kind)
+
+
+def _audio(fields: dict[str, Any]) -> dict[str, Any] | None:
+    """Audio output (`message.audio` / `delta.audio`): its string and integer fields, relayed."""
+    audio = _object(fields.get("audio"), "audio")
+    kept: dict[str, Any] = {}
+    for name in ("id", "data", "transcript"):
+        value = _text(audio.get(name), f"audio {name}")
+        if value is not None:
+            kept[name] = value
+    expires = audio.get("expires_at")
+    if expires is not None:
+        if isinstance(expires, bool) or not isinstance(expires, int):
+            raise _malformed("audio expires_at is not an integer")
+        kept["expires_at"] = expires
+    return kept or None
 
 
 def _completion(raw: Any, n: int) -> Completion:
@@ -552,6 +591,7 @@ def _completion(raw: Any, n: int) -> Completion:
             logprobs=_logprobs(item),
             reasoning=_reasoning(message),
             refusal=_text(message.get("refusal"), "refusal"),
+            audio=_audio(message),
         )
     return Completion(
         choices=[choices[index] for index in sorted(choices)],
@@ -564,12 +604,14 @@ def _completion(raw: Any, n: int) -> Completion:
 def _tool_call_delta(raw: Any) -> ToolCallDelta:
     if not isinstance(raw, dict):
         raise _malformed("a tool call delta is not an object")
-    function = _object(raw.get("function"), "tool call function")
+    kind, name, arguments = _call_fields(raw)
     return ToolCallDelta(
         index=_index(raw.get("index", 0), _MAX_TOOL_CALLS, "tool call index"),
         id=_text(raw.get("id"), "tool call id"),
-        name=_text(function.get("name"), "tool call name"),
-        arguments=_text(function.get("arguments"), "tool call arguments"),
+        name=name,
+        arguments=arguments,
+        # Only a piece that says its kind sets it: later pieces of a function call name none.
+        kind=kind if raw.get("type") is not None or kind == "custom" else None,
     )
 
 
@@ -591,6 +633,7 @@ def _deltas(chunk: dict[str, Any], n: int) -> list[ChoiceDelta]:
                 reasoning=_reasoning(delta),
                 refusal=_text(delta.get("refusal"), "refusal"),
                 service_tier=_service_tier(chunk),
+                audio=_audio(delta),
             )
         )
     return deltas

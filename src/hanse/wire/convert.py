@@ -16,22 +16,21 @@ from hanse.errors import (
     INVALID_VALUE,
     MISSING_FIELD,
     MISSING_REQUIRED,
-    NOT_SUPPORTED_YET,
     HanseError,
 )
 from hanse.schema_validation import outside_reference
 from hanse.wire.request import (
     AllowedToolsChoice,
     AssistantMessage,
-    AudioPart,
     ChatCompletionRequest,
     CustomToolChoice,
-    FilePart,
     FunctionMessage,
     JsonSchemaResponseFormat,
     LegacyFunctionChoice,
     Message,
     NamedToolChoice,
+    Tool,
+    tool_name,
 )
 
 
@@ -79,7 +78,16 @@ def to_inference_request(wire: ChatCompletionRequest, model_id: str) -> Inferenc
         reasoning_effort=wire.reasoning_effort,
         user=wire.user,
         logit_bias={int(k): v for k, v in wire.logit_bias.items()} if wire.logit_bias else None,
+        **_audio_output(wire),
     )
+
+
+def _audio_output(wire: ChatCompletionRequest) -> dict[str, Any]:
+    """`modalities` and `audio`, forwarded only when audio output is asked for: text alone is what
+    every provider answers anyway, and `audio` means nothing without it (as at OpenAI)."""
+    if "audio" not in (wire.modalities or []) or wire.audio is None:
+        return {}
+    return {"modalities": list(wire.modalities or []), "audio": wire.audio.model_dump()}
 
 
 def to_provider_preferences(wire: ChatCompletionRequest) -> ProviderPreferences | None:
@@ -102,20 +110,15 @@ def _invalid(param: str, message: str) -> HanseError:
     return HanseError(INVALID_VALUE, message, param=param, details={"parameter": param})
 
 
-def _not_supported(param: str, what: str) -> HanseError:
-    return HanseError(
-        NOT_SUPPORTED_YET,
-        f"{what} is not supported yet by this gateway.",
-        param=param,
-        details={"parameter": param},
-    )
-
-
 def _check(wire: ChatCompletionRequest) -> None:
-    if "audio" in (wire.modalities or []):
-        raise _not_supported("modalities", 'Audio output (`modalities: ["audio"]`)')
-    if isinstance(wire.tool_choice, CustomToolChoice):
-        raise _not_supported("tool_choice", "Forcing a custom tool")
+    if "audio" in (wire.modalities or []) and wire.audio is None:
+        # As OpenAI: audio output needs its voice and format.
+        raise HanseError(
+            MISSING_FIELD,
+            '`modalities: ["audio"]` needs `audio` (`{"voice": ..., "format": ...}`).',
+            param="audio",
+            details={"parameter": "audio"},
+        )
     if (
         wire.max_tokens
         and wire.max_completion_tokens
@@ -147,29 +150,40 @@ def _check(wire: ChatCompletionRequest) -> None:
 
 def _check_tools(wire: ChatCompletionRequest) -> None:
     _check_functions(wire)
-    names = [t.function.name for t in wire.tools or []]
+    tools = wire.tools or []
+    # One name space for function and custom tools: a call names its tool by name alone.
+    names = [tool_name(t) for t in tools]
     if len(set(names)) != len(names):
         raise _invalid("tools", "Tool names must be unique.")
-    for index, tool in enumerate(wire.tools or []):
-        parameters = tool.function.parameters
+    offered = {(t.type, tool_name(t)) for t in tools}
+    for index, tool in enumerate(tools):
+        parameters = tool.function.parameters if isinstance(tool, Tool) else None
         if parameters is not None and parameters.get("type", "object") != "object":
             raise _invalid(
                 f"tools[{index}].function.parameters", "Parameters must be an object schema."
             )
     choice = wire.tool_choice
-    if (choice == "required" or isinstance(choice, NamedToolChoice)) and not names:
+    named = isinstance(choice, NamedToolChoice | CustomToolChoice)
+    if (choice == "required" or named) and not names:
         raise _invalid("tool_choice", "`tool_choice` needs `tools`.")
-    if isinstance(choice, NamedToolChoice) and choice.function.name not in names:
+    if isinstance(choice, NamedToolChoice) and ("function", choice.function.name) not in offered:
         raise _invalid(
-            "tool_choice", f"`tool_choice` names `{choice.function.name}`, which is not in `tools`."
+            "tool_choice",
+            f"`tool_choice` names the function `{choice.function.name}`, which is not in `tools`.",
+        )
+    if isinstance(choice, CustomToolChoice) and ("custom", choice.custom.name) not in offered:
+        raise _invalid(
+            "tool_choice",
+            f"`tool_choice` names the custom tool `{choice.custom.name}`, which is not in `tools`.",
         )
     if isinstance(choice, AllowedToolsChoice):
         for index, ref in enumerate(choice.allowed_tools.tools):
-            if _referenced_name(ref) not in names:
+            if _reference(ref) not in offered:
                 raise _invalid(
                     f"tool_choice.allowed_tools.tools[{index}]",
-                    "Each allowed tool must name a function in `tools`"
-                    ' (`{"type": "function", "function": {"name": ...}}`).',
+                    "Each allowed tool must name a tool in `tools`"
+                    ' (`{"type": "function", "function": {"name": ...}}` or'
+                    ' `{"type": "custom", "custom": {"name": ...}}`).',
                 )
 
 
@@ -189,23 +203,19 @@ def _check_functions(wire: ChatCompletionRequest) -> None:
         raise _invalid("function_call", f"`function_call` names `{call.name}`, not in `functions`.")
 
 
-def _referenced_name(ref: dict[str, Any]) -> str | None:
-    """The function an `allowed_tools` entry names: Chat's nested form or the Responses API's flat one."""
-    if ref.get("type") != "function":
+def _reference(ref: dict[str, Any]) -> tuple[str, str] | None:
+    """The (kind, name) an `allowed_tools` entry names: Chat's nested form
+    (`{"type": "custom", "custom": {"name": ...}}`) or the Responses API's flat one."""
+    kind = ref.get("type")
+    if kind not in ("function", "custom"):
         return None
-    function = ref.get("function")
-    name = function.get("name") if isinstance(function, dict) else ref.get("name")
-    return name if isinstance(name, str) else None
+    nested = ref.get(kind)
+    name = nested.get("name") if isinstance(nested, dict) else ref.get("name")
+    return (kind, name) if isinstance(name, str) else None
 
 
 def _check_messages(wire: ChatCompletionRequest) -> None:
     for index, message in enumerate(wire.messages):
-        if isinstance(message.content, list):
-            for part_index, part in enumerate(message.content):
-                if isinstance(part, AudioPart | FilePart):
-                    raise _not_supported(
-                        f"messages[{index}].content[{part_index}]", f"A `{part.type}` content part"
-                    )
         if (
             isinstance(message, AssistantMessage)
             and message.content is None
@@ -233,14 +243,12 @@ def _tools(wire: ChatCompletionRequest) -> tuple[list[dict[str, Any]], str | dic
         return legacy, call
     tools = [t.model_dump(exclude_none=True) for t in wire.tools or []]
     choice = wire.tool_choice
-    if isinstance(choice, NamedToolChoice):
+    if isinstance(choice, NamedToolChoice | CustomToolChoice):
         return tools, choice.model_dump()
     if isinstance(choice, AllowedToolsChoice):
-        allowed = {_referenced_name(ref) for ref in choice.allowed_tools.tools}
-        tools = [t for t in tools if t["function"]["name"] in allowed]
+        allowed = {_reference(ref) for ref in choice.allowed_tools.tools}
+        tools = [t for t in tools if (t["type"], t[t["type"]]["name"]) in allowed]
         return tools, choice.allowed_tools.mode if tools else None
-    if isinstance(choice, CustomToolChoice):  # refused by _check
-        return tools, None
     return tools, choice
 
 

@@ -12,10 +12,9 @@ from decimal import Decimal
 from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
-from pydantic_core import PydanticCustomError
 
 from hanse.wire.json_body import check_json
-from hanse.wire.validation import NOT_SUPPORTED_YET_ERROR, raise_for_validation_error
+from hanse.wire.validation import raise_for_validation_error
 
 _NAME = r"^[a-zA-Z0-9_-]{1,64}$"
 
@@ -61,7 +60,7 @@ class InputAudio(_Wire):
 
 
 class AudioPart(_Wire):
-    """Audio input: parsed, then refused as not supported yet (hanse.wire.convert)."""
+    """Audio input (base64 `data`): forwarded to a model with `audio_input`."""
 
     type: Literal["input_audio"]
     input_audio: InputAudio
@@ -75,7 +74,8 @@ class FileRef(_Wire):
 
 
 class FilePart(_Wire):
-    """A file input: parsed, then refused as not supported yet (hanse.wire.convert)."""
+    """A file input (base64 `file_data` or an upstream `file_id`): forwarded to a model with
+    `file_input`."""
 
     type: Literal["file"]
     file: FileRef
@@ -89,23 +89,6 @@ class RefusalPart(_Wire):
 
 UserPart = Annotated[TextPart | ImagePart | AudioPart | FilePart, Field(discriminator="type")]
 AssistantPart = Annotated[TextPart | RefusalPart, Field(discriminator="type")]
-
-
-def _refuse_custom(what: str) -> BeforeValidator:
-    """A list whose items may be OpenAI `custom` tools or calls: those are refused (VALIDATION_4008)
-    before parsing, so the field keeps its function-only type for everything downstream."""
-
-    def check(value: Any) -> Any:
-        for index, item in enumerate(value if isinstance(value, list) else []):
-            if isinstance(item, dict) and item.get("type") == "custom":
-                raise PydanticCustomError(
-                    NOT_SUPPORTED_YET_ERROR,
-                    '{what} (item {index}: `type: "custom"`) are not supported yet by this gateway',
-                    {"what": what, "index": index},
-                )
-        return value
-
-    return BeforeValidator(check)
 
 
 class SystemMessage(_Wire):
@@ -133,12 +116,28 @@ class ToolCall(_Wire):
     function: FunctionCall
 
 
+class CustomCall(_Wire):
+    """A custom tool's call the model made earlier: free-form `input`, not JSON."""
+
+    name: str
+    input: str
+
+
+class CustomToolCall(_Wire):
+    id: str
+    type: Literal["custom"]
+    custom: CustomCall
+
+
+AnyToolCall = Annotated[ToolCall | CustomToolCall, Field(discriminator="type")]
+
+
 class AssistantMessage(_Wire):
     role: Literal["assistant"]
     content: str | list[AssistantPart] | None = None
     name: str | None = None
     refusal: str | None = None
-    tool_calls: Annotated[list[ToolCall] | None, _refuse_custom("Custom tool calls")] = None
+    tool_calls: list[AnyToolCall] | None = None
     # Deprecated single call: becomes a tool call (hanse.wire.convert).
     function_call: Ignored[FunctionCall] = None
     # What the SDK's `message.model_dump()` replays besides: an earlier audio answer, web citations.
@@ -180,6 +179,44 @@ class Tool(_Wire):
     function: FunctionDefinition
 
 
+class Grammar(_Wire):
+    definition: str
+    syntax: Literal["lark", "regex"]
+
+
+class CustomTextFormat(_Wire):
+    type: Literal["text"]
+
+
+class CustomGrammarFormat(_Wire):
+    type: Literal["grammar"]
+    grammar: Grammar
+
+
+class CustomDefinition(_Wire):
+    # No pattern: OpenAI's schema gives custom tool names none (function names have one).
+    name: str
+    description: str | None = None
+    format: (
+        Annotated[CustomTextFormat | CustomGrammarFormat, Field(discriminator="type")] | None
+    ) = None
+
+
+class CustomTool(_Wire):
+    """A custom tool: the model calls it with free-form text (`input`), optionally in a grammar."""
+
+    type: Literal["custom"]
+    custom: CustomDefinition
+
+
+AnyTool = Annotated[Tool | CustomTool, Field(discriminator="type")]
+
+
+def tool_name(tool: Tool | CustomTool) -> str:
+    """The name a tool is called by, whichever its kind."""
+    return tool.function.name if isinstance(tool, Tool) else tool.custom.name
+
+
 class NamedFunction(_Wire):
     name: str
 
@@ -191,7 +228,8 @@ class NamedToolChoice(_Wire):
 
 class AllowedTools(_Wire):
     mode: Literal["auto", "required"]
-    # Tool references, `{"type": "function", "function": {"name": ...}}` (checked in convert).
+    # Tool references, `{"type": "function", "function": {"name": ...}}` or
+    # `{"type": "custom", "custom": {"name": ...}}` (checked in convert).
     tools: list[dict[str, Any]]
 
 
@@ -207,7 +245,7 @@ class NamedCustom(_Wire):
 
 
 class CustomToolChoice(_Wire):
-    """Forcing a custom tool: parsed, then refused as not supported yet (hanse.wire.convert)."""
+    """Forcing a custom tool (a model with `custom_tools`)."""
 
     type: Literal["custom"]
     custom: NamedCustom
@@ -356,7 +394,7 @@ class ChatCompletionRequest(_Wire):
     n: Annotated[int, Field(ge=1, le=10), Integral] | None = None
     stream: bool | None = None
     stream_options: StreamOptions | None = None
-    tools: Annotated[list[Tool] | None, _refuse_custom("Custom tools")] = None
+    tools: list[AnyTool] | None = None
     tool_choice: ToolChoice | None = None
     parallel_tool_calls: bool | None = None
     response_format: ResponseFormat | None = None
@@ -380,7 +418,8 @@ class ChatCompletionRequest(_Wire):
     web_search_options: WebSearchOptions | None = None
     prediction: Prediction | None = None
     moderation: Moderation | None = None
-    # `["text"]` is served; asking for audio output is VALIDATION_4008 (hanse.wire.convert).
+    # Audio output (`["text", "audio"]` with `audio`): a model with `audio_output`; without
+    # "audio", both are dropped (text is every provider's answer anyway).
     modalities: list[Literal["text", "audio"]] | None = None
     audio: AudioOutput | None = None
     # Melious composition fields (hanse.blueprints): checked whole by the blueprint stage.

@@ -5,24 +5,30 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
-from hanse.domain import ChoiceDelta, Completion, ToolCallDelta, Usage
+from hanse.domain import ChoiceDelta, Completion, ToolCall, ToolCallDelta, Usage
 
 
 def usage_body(usage: Usage) -> dict[str, Any]:
-    """OpenAI's `usage`; the token details when the provider reported cached or reasoning tokens."""
+    """OpenAI's `usage`; the token details when the provider reported cached, reasoning or audio
+    tokens."""
     body: dict[str, Any] = {
         "prompt_tokens": usage.prompt_tokens,
         "completion_tokens": usage.completion_tokens,
         "total_tokens": usage.total_tokens,
     }
-    if usage.cached_prompt_tokens or usage.reasoning_tokens:
+    if (
+        usage.cached_prompt_tokens
+        or usage.reasoning_tokens
+        or usage.audio_prompt_tokens
+        or usage.audio_completion_tokens
+    ):
         body["prompt_tokens_details"] = {
             "cached_tokens": usage.cached_prompt_tokens,
-            "audio_tokens": 0,
+            "audio_tokens": usage.audio_prompt_tokens,
         }
         body["completion_tokens_details"] = {
             "reasoning_tokens": usage.reasoning_tokens,
-            "audio_tokens": 0,
+            "audio_tokens": usage.audio_completion_tokens,
             "accepted_prediction_tokens": 0,
             "rejected_prediction_tokens": 0,
         }
@@ -51,19 +57,14 @@ def completion_body(
             **_reasoning_fields(choice.reasoning),
         }
         finish: str = choice.finish_reason
+        if choice.audio is not None:
+            message["audio"] = choice.audio
         if choice.tool_calls and legacy_functions:
             call = choice.tool_calls[0]
             message["function_call"] = {"name": call.name, "arguments": call.arguments}
             finish = _LEGACY_FINISH.get(finish, finish)
         elif choice.tool_calls:
-            message["tool_calls"] = [
-                {
-                    "id": call.id,
-                    "type": "function",
-                    "function": {"name": call.name, "arguments": call.arguments},
-                }
-                for call in choice.tool_calls
-            ]
+            message["tool_calls"] = [_tool_call_body(call) for call in choice.tool_calls]
         choices.append(
             {
                 "index": choice.index,
@@ -85,6 +86,18 @@ def completion_body(
     if completion.service_tier:
         body["service_tier"] = completion.service_tier
     return body
+
+
+def _tool_call_body(call: ToolCall) -> dict[str, Any]:
+    """A call in OpenAI's shape: `function` with `arguments`, or `custom` with `input`."""
+    if call.kind == "custom":
+        return {
+            "id": call.id,
+            "type": "custom",
+            "custom": {"name": call.name, "input": call.arguments},
+        }
+    function = {"name": call.name, "arguments": call.arguments}
+    return {"id": call.id, "type": "function", "function": function}
 
 
 class ChunkWriter:
@@ -109,6 +122,7 @@ class ChunkWriter:
         self._legacy = legacy_functions
         self._started: set[int] = set()
         self._tool_calls_seen: set[tuple[int, int]] = set()
+        self._custom_calls: set[tuple[int, int]] = set()  # the calls that are custom ones
 
     def chunks(self, delta: ChoiceDelta) -> list[dict[str, Any]]:
         """The chunk(s) a delta becomes: the choice's role chunk first, if it has not gone out yet."""
@@ -133,6 +147,8 @@ class ChunkWriter:
             body["content"] = delta.content
         if delta.refusal:
             body["refusal"] = delta.refusal
+        if delta.audio:
+            body["audio"] = delta.audio
         if delta.tool_calls and self._legacy:
             body["function_call"] = self._function_call(delta.index, delta.tool_calls)
         elif delta.tool_calls:
@@ -176,16 +192,25 @@ class ChunkWriter:
         return call
 
     def _tool_call(self, choice: int, piece: ToolCallDelta) -> dict[str, Any]:
+        """A call's piece: `function.arguments`, or a custom call's `custom.input`, the first
+        piece with the id, type and name."""
+        key = (choice, piece.index)
         call: dict[str, Any] = {"index": piece.index}
-        function: dict[str, str] = {}
-        if (choice, piece.index) not in self._tool_calls_seen:
-            self._tool_calls_seen.add((choice, piece.index))
+        fields: dict[str, str] = {}
+        if key not in self._tool_calls_seen:
+            self._tool_calls_seen.add(key)
+            if piece.kind == "custom":
+                self._custom_calls.add(key)
             # A provider that sends no id still gets its call named, as the schema requires.
             call["id"] = piece.id or "call_" + secrets.token_hex(12)
-            call["type"] = "function"
-            function["name"] = piece.name or ""
-        function["arguments"] = piece.arguments or ""
-        call["function"] = function
+            call["type"] = "custom" if key in self._custom_calls else "function"
+            fields["name"] = piece.name or ""
+        if key in self._custom_calls:
+            fields["input"] = piece.arguments or ""
+            call["custom"] = fields
+        else:
+            fields["arguments"] = piece.arguments or ""
+            call["function"] = fields
         return call
 
 

@@ -55,7 +55,7 @@ def _is_union_label(part: str, before: Sequence[int | str]) -> bool:
     previous = before[-1] if before else None
     if part in _FIELD_TAGS:
         # Also a field name (`tool_calls[0].function`): a tag only right after an item of its list.
-        return isinstance(previous, int) and before[0] == _FIELD_TAGS[part]
+        return isinstance(previous, int) and before[0] in _FIELD_TAGS[part]
     if part in _TAGS and (isinstance(previous, int) or previous in _TAGGED_FIELDS):
         return True
     return (
@@ -85,8 +85,12 @@ _TAGS = {
     "max_input_tokens",
 }
 _TAGGED_FIELDS = {"response_format"}
-# Tags that are also field names, with the list whose items they tag.
-_FIELD_TAGS = {"function": "messages"}
+# Tags that are also field names, with the lists whose items they tag (a `function` message, a
+# function or custom tool, a function or custom call).
+_FIELD_TAGS = {
+    "function": {"messages", "tools", "tool_calls"},
+    "custom": {"tools", "tool_calls"},
+}
 _TYPE_LABELS = {"str", "int", "float", "bool", "dict", "list", "none"}
 
 

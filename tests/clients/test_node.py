@@ -1,4 +1,5 @@
-"""The Node clients (official `openai`, Vercel AI SDK) run their everyday scenarios against a live gateway.
+"""The Node clients (official `openai`, Vercel AI SDK) run their everyday scenarios against a live
+gateway, on the embedded model and on llama-cpp-python's own OpenAI server (tests/clients/conftest.py).
 
 Each scenario is a Node script under tests/clients/node (`make install-test` runs `npm ci` there): it
 prints one JSON line, `{"ok": true, "result": ...}` or `{"ok": false, "error": ...}`; the assertions are here.
@@ -15,25 +16,39 @@ from typing import Any
 
 import pytest
 
+from tests.clients.conftest import LANE_MODELS
 from tests.harness import GatewayProcess, assert_schema
 
-NODE_DIR = Path(__file__).parent / "clients" / "node"
-MODEL = "smollm2-135m"
+NODE_DIR = Path(__file__).parent / "node"
 # The three failures every client must classify, as scripted in each `errors` scenario.
 BAD_KEY, UNKNOWN_MODEL, OVERFLOW = "badKey", "unknownModel", "overflow"
+# What llama_cpp.server cannot serve (tools, `json_schema`): the upstream lane's catalog routes it to
+# the embedded engine (docs/clients.md), so these scenarios are served there on both lanes.
+ON_EMBEDDED_ROUTE = {
+    "test_openai_tool_call_and_follow_up",
+    "test_openai_streamed_tool_call_helper",
+    "test_openai_parse_with_zod",
+    "test_ai_sdk_tool_call_and_follow_up",
+    "test_ai_sdk_streamed_tool_call",
+    "test_ai_sdk_generate_object",
+    "test_ai_sdk_stream_object",
+    "test_ai_sdk_generate_text_with_output_object",
+}
+# Failures the gateway refuses before any route: nothing is charged.
+UNCHARGED = {"test_openai_error_classes", "test_ai_sdk_error_classes"}
 
 pytestmark = pytest.mark.timeout(300)
 
 
 @pytest.fixture(scope="module")
-def node_env(gateway: GatewayProcess, api_key: str) -> dict[str, str]:
+def node_env(gateway: GatewayProcess, api_key: str, lane: str) -> dict[str, str]:
     if shutil.which("node") is None or not (NODE_DIR / "node_modules").is_dir():
         pytest.fail("the Node clients are not installed: run `make install-test` (npm ci)")
     return {
         **os.environ,
         "HANSE_BASE_URL": gateway.base_url,
         "HANSE_API_KEY": api_key,
-        "HANSE_MODEL": MODEL,
+        "HANSE_MODEL": LANE_MODELS[lane],
         "AI_SDK_LOG_WARNINGS": "false",
     }
 

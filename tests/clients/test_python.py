@@ -33,7 +33,28 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 import litellm
 import litellm.exceptions
 
-MODEL = "smollm2-135m"
+# Each scenario runs on two lanes: a gateway on the embedded model, and one whose model is served by
+# llama-cpp-python's own OpenAI server (tests/clients/conftest.py). What that server cannot serve (tools,
+# `json_schema`) the upstream lane's catalog routes to the embedded engine (docs/clients.md): these
+# scenarios are served there on both lanes, and every other one by the server on the upstream lane.
+ON_EMBEDDED_ROUTE = {
+    "test_openai_tool_call_and_follow_up",
+    "test_openai_streamed_tool_call_helper",
+    "test_openai_parse_with_pydantic",
+    "test_langchain_tool_call_and_follow_up",
+    "test_langchain_with_structured_output",
+    "test_litellm_tool_call_and_follow_up",
+    "test_litellm_response_format_pydantic",
+    "test_instructor_response_model",
+    "test_instructor_create_partial_streams_the_object",
+}
+# The scenarios of failures the gateway refuses before any route: nothing is charged.
+UNCHARGED = {
+    "test_openai_error_classes",
+    "test_langchain_error_classes",
+    "test_litellm_error_classes",
+    "test_instructor_bad_key",
+}
 HELLO = "Name three Hanseatic cities."
 LUBECK = "Tell me about Lübeck."
 # Over the embedded model's 8192-token window.
@@ -86,17 +107,17 @@ def assert_answered(content: str | None, tool_calls: object) -> None:
 # The official `openai` SDK.
 
 
-def test_openai_create(client: OpenAI) -> None:
+def test_openai_create(client: OpenAI, model: str) -> None:
     completion = client.chat.completions.create(
-        model=MODEL, messages=[{"role": "user", "content": HELLO}], max_tokens=8
+        model=model, messages=[{"role": "user", "content": HELLO}], max_tokens=8
     )
     assert completion.choices[0].message.content
     assert completion.usage is not None and 0 < completion.usage.completion_tokens <= 8
 
 
-def test_openai_stream_with_usage(client: OpenAI) -> None:
+def test_openai_stream_with_usage(client: OpenAI, model: str) -> None:
     stream = client.chat.completions.create(
-        model=MODEL,
+        model=model,
         messages=[{"role": "user", "content": HELLO}],
         max_tokens=8,
         stream=True,
@@ -108,10 +129,10 @@ def test_openai_stream_with_usage(client: OpenAI) -> None:
     assert chunks[-1].usage is not None and 0 < chunks[-1].usage.completion_tokens <= 8
 
 
-def test_openai_tool_call_and_follow_up(client: OpenAI) -> None:
+def test_openai_tool_call_and_follow_up(client: OpenAI, model: str) -> None:
     messages: list[Any] = [{"role": "user", "content": "What is the weather in Hamburg?"}]
     first = client.chat.completions.create(
-        model=MODEL,
+        model=model,
         messages=messages,
         tools=[WEATHER_TOOL],
         tool_choice={"type": "function", "function": {"name": "get_weather"}},
@@ -127,14 +148,14 @@ def test_openai_tool_call_and_follow_up(client: OpenAI) -> None:
         {"role": "tool", "tool_call_id": call.id, "content": WEATHER_RESULT},
     ]
     second = client.chat.completions.create(
-        model=MODEL, messages=messages, tools=[WEATHER_TOOL], max_tokens=12
+        model=model, messages=messages, tools=[WEATHER_TOOL], max_tokens=12
     )
     assert_answered(second.choices[0].message.content, second.choices[0].message.tool_calls)
 
 
-def test_openai_streamed_tool_call_helper(client: OpenAI) -> None:
+def test_openai_streamed_tool_call_helper(client: OpenAI, model: str) -> None:
     with client.chat.completions.stream(
-        model=MODEL,
+        model=model,
         messages=[{"role": "user", "content": "What is the weather in Lübeck?"}],
         tools=[WEATHER_TOOL],
         tool_choice="required",
@@ -150,9 +171,9 @@ def test_openai_streamed_tool_call_helper(client: OpenAI) -> None:
     assert json.loads(choice.message.tool_calls[0].function.arguments)["city"]
 
 
-def test_openai_parse_with_pydantic(client: OpenAI) -> None:
+def test_openai_parse_with_pydantic(client: OpenAI, model: str) -> None:
     completion = client.chat.completions.parse(
-        model=MODEL,
+        model=model,
         messages=[{"role": "user", "content": LUBECK}],
         response_format=City,
         max_tokens=60,
@@ -161,16 +182,16 @@ def test_openai_parse_with_pydantic(client: OpenAI) -> None:
     assert isinstance(completion.choices[0].message.parsed, City)
 
 
-def test_openai_error_classes(client: OpenAI, base_url: str) -> None:
+def test_openai_error_classes(client: OpenAI, base_url: str, model: str) -> None:
     hello: Any = [{"role": "user", "content": HELLO}]
     stranger = OpenAI(base_url=base_url, api_key="sk-mel-not-a-key", max_retries=0)
     with pytest.raises(openai.AuthenticationError):
-        stranger.chat.completions.create(model=MODEL, messages=hello, max_tokens=2)
+        stranger.chat.completions.create(model=model, messages=hello, max_tokens=2)
     with pytest.raises(openai.NotFoundError):
         client.chat.completions.create(model="no-such-model", messages=hello, max_tokens=2)
     with pytest.raises(openai.BadRequestError) as overflow:
         client.chat.completions.create(
-            model=MODEL, messages=[{"role": "user", "content": OVERFLOW}], max_tokens=2
+            model=model, messages=[{"role": "user", "content": OVERFLOW}], max_tokens=2
         )
     assert overflow.value.param == "messages"
     assert "context_length_exceeded" in str(overflow.value)
@@ -180,9 +201,9 @@ def test_openai_error_classes(client: OpenAI, base_url: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def chat(base_url: str, api_key: str) -> ChatOpenAI:
+def chat(base_url: str, api_key: str, model: str) -> ChatOpenAI:
     return ChatOpenAI(
-        model=MODEL,
+        model=model,
         base_url=base_url,
         api_key=SecretStr(api_key),
         max_tokens=8,
@@ -217,7 +238,8 @@ def test_langchain_tool_call_and_follow_up(chat: ChatOpenAI) -> None:
     messages += [first, ToolMessage(get_weather.invoke(call["args"]), tool_call_id=call["id"])]
     second = chat.bind_tools([get_weather]).invoke(messages, max_tokens=12)
     assert isinstance(second, AIMessage)
-    assert_answered(str(second.content), second.tool_calls)
+    # A call cut by `max_tokens` has arguments that do not parse: LangChain files it as invalid.
+    assert_answered(str(second.content), second.tool_calls or second.invalid_tool_calls)
 
 
 def test_langchain_with_structured_output(chat: ChatOpenAI) -> None:
@@ -225,9 +247,9 @@ def test_langchain_with_structured_output(chat: ChatOpenAI) -> None:
     assert isinstance(city, City)
 
 
-def test_langchain_error_classes(chat: ChatOpenAI, base_url: str) -> None:
+def test_langchain_error_classes(chat: ChatOpenAI, base_url: str, model: str) -> None:
     stranger = ChatOpenAI(
-        model=MODEL, base_url=base_url, api_key=SecretStr("sk-mel-not-a-key"), max_retries=0
+        model=model, base_url=base_url, api_key=SecretStr("sk-mel-not-a-key"), max_retries=0
     )
     with pytest.raises(openai.AuthenticationError):
         stranger.invoke(HELLO, max_tokens=2)
@@ -241,8 +263,8 @@ def test_langchain_error_classes(chat: ChatOpenAI, base_url: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def route(base_url: str, api_key: str) -> dict[str, Any]:
-    return {"model": f"openai/{MODEL}", "api_base": base_url, "api_key": api_key, "num_retries": 0}
+def route(base_url: str, api_key: str, model: str) -> dict[str, Any]:
+    return {"model": f"openai/{model}", "api_base": base_url, "api_key": api_key, "num_retries": 0}
 
 
 def test_litellm_completion(route: dict[str, Any]) -> None:
@@ -308,9 +330,9 @@ def test_litellm_error_classes(route: dict[str, Any]) -> None:
 
 
 @pytest.mark.parametrize("mode", [instructor.Mode.TOOLS, instructor.Mode.JSON_SCHEMA])
-def test_instructor_response_model(client: OpenAI, mode: instructor.Mode) -> None:
+def test_instructor_response_model(client: OpenAI, model: str, mode: instructor.Mode) -> None:
     city = instructor.from_openai(client, mode=mode).chat.completions.create(
-        model=MODEL,
+        model=model,
         response_model=City,
         messages=[{"role": "user", "content": LUBECK}],
         max_tokens=60,
@@ -319,10 +341,10 @@ def test_instructor_response_model(client: OpenAI, mode: instructor.Mode) -> Non
     assert isinstance(city, City)
 
 
-def test_instructor_create_partial_streams_the_object(client: OpenAI) -> None:
+def test_instructor_create_partial_streams_the_object(client: OpenAI, model: str) -> None:
     partials = list(
         instructor.from_openai(client).chat.completions.create_partial(
-            model=MODEL,
+            model=model,
             response_model=City,
             messages=[{"role": "user", "content": LUBECK}],
             max_tokens=60,
@@ -334,14 +356,14 @@ def test_instructor_create_partial_streams_the_object(client: OpenAI) -> None:
     City.model_validate(partials[-1].model_dump())
 
 
-def test_instructor_bad_key(base_url: str) -> None:
+def test_instructor_bad_key(base_url: str, model: str) -> None:
     stranger = instructor.from_openai(
         OpenAI(base_url=base_url, api_key="sk-mel-not-a-key", max_retries=0)
     )
     # instructor wraps what the `openai` client raised; the cause keeps its class.
     with pytest.raises(InstructorRetryException) as failed:
         stranger.chat.completions.create(
-            model=MODEL,
+            model=model,
             response_model=City,
             messages=[{"role": "user", "content": LUBECK}],
             max_tokens=60,
