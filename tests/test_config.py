@@ -210,8 +210,12 @@ def test_resolve_unknown_model(catalog: Catalog, requested: str) -> None:
         ),
         (("messages", 1, "tool", "tool_call_id"), "messages[1].tool_call_id"),
         (
-            ("messages", 0, "assistant", "tool_calls", 0, "function", "arguments"),
+            ("messages", 0, "assistant", "tool_calls", 0, "function", "function", "arguments"),
             "messages[0].tool_calls[0].function.arguments",
+        ),
+        (
+            ("messages", 0, "assistant", "tool_calls", 0, "custom", "custom", "input"),
+            "messages[0].tool_calls[0].custom.input",
         ),
         (("stop", "list[str]", 3), "stop[3]"),
         (("stop", "str"), "stop"),
@@ -221,7 +225,8 @@ def test_resolve_unknown_model(catalog: Catalog, requested: str) -> None:
         ),
         (("tool_choice", "NamedToolChoice", "function", "name"), "tool_choice.function.name"),
         (("tool_choice", "literal['none','auto','required']"), "tool_choice"),
-        (("tools", 0, "function", "parameters"), "tools[0].function.parameters"),
+        (("tools", 0, "function", "function", "parameters"), "tools[0].function.parameters"),
+        (("tools", 0, "custom", "custom", "name"), "tools[0].custom.name"),
         (("metadata", "user"), "metadata.user"),
     ],
 )
