@@ -10,14 +10,13 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
+from hanse.answer import AnswerEvent, Settled
 from hanse.auth import Principal
 from hanse.billing import Billing
 from hanse.blueprints.compose import DirectAnswer
 from hanse.domain import Choice, ChoiceDelta, Completion, Usage
 from hanse.impact import no_impact
 from hanse.streaming import metered_fields
-from hanse.wire.response import ChunkWriter, completion_body
-from hanse.wire.sse import DONE, sse_event
 
 PROVIDER_ID = "hanse"
 
@@ -39,29 +38,18 @@ async def settle_direct(
     return metered_fields(no_impact(PROVIDER_ID, location), charge)
 
 
-def direct_body(
-    answer: DirectAnswer, n: int, metered: dict[str, Any], *, id: str, created: int, model: str
-) -> dict[str, Any]:
-    """The chat.completion: every choice says the same."""
+def direct_completion(answer: DirectAnswer, n: int) -> Completion:
+    """The completion: every choice says the same, nothing consumed."""
     choices = [Choice(i, answer.content, answer.finish_reason) for i in range(n)]
-    body = completion_body(Completion(choices, Usage()), id=id, created=created, model=model)
-    return body | metered
+    return Completion(choices, Usage())
 
 
-async def direct_stream(
-    answer: DirectAnswer, n: int, metered: dict[str, Any], writer: ChunkWriter, include_usage: bool
-) -> AsyncIterator[bytes]:
-    """The same answer as SSE: content, finish, metering on the final chunk, [DONE]."""
+async def direct_events(
+    answer: DirectAnswer, n: int, metered: dict[str, Any]
+) -> AsyncIterator[AnswerEvent]:
+    """The same answer as stream events: each choice's content, then its finish, then settled."""
     for index in range(n):
-        for chunk in writer.chunks(ChoiceDelta(index, content=answer.content)):
-            yield sse_event(chunk)
-    finishes = [
-        chunk
-        for index in range(n)
-        for chunk in writer.chunks(ChoiceDelta(index, finish_reason=answer.finish_reason))
-    ]
-    final = writer.final_chunk(Usage()) if include_usage else finishes.pop()
-    for chunk in finishes:
-        yield sse_event(chunk)
-    yield sse_event(final | metered)
-    yield DONE
+        yield ChoiceDelta(index, content=answer.content)
+    for index in range(n):
+        yield ChoiceDelta(index, finish_reason=answer.finish_reason)
+    yield Settled(Usage(), metered)

@@ -1,27 +1,29 @@
-"""THE flow of a chat completion, top to bottom. Each step lives in its own module.
+"""THE flow of an inference request, top to bottom, whichever face it came through. Each step
+lives in its own module; a face (hanse.faces) parses its wire format into the Melious chat request
+before this and renders the neutral `Answer` (hanse.answer) after it.
 
-authenticate -> rate limits -> parse + validate (limits) -> blueprint (compose, input railguards;
+authenticate -> rate limits -> parse (the face's) + validate (limits) -> blueprint (compose, input railguards;
   a block or an override answers here, once the request is known valid) -> resolve model (flavor, preset)
   -> capability checks -> prepare content (fetch and re-encode images) -> context check
   -> route plan (filter, rank)
   -> reserve -> call the plan's routes (fail over; structured-output fallback where not native)
-  -> JSON answer, or SSE stream
+  -> output railguards -> settle (ledger): a whole completion, or metered stream events
 """
 
 from __future__ import annotations
 
 import asyncio
-import secrets
+import dataclasses
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 from hanse import logs, structured
+from hanse.answer import Answer
 from hanse.auth import SCOPE_CHAT, Principal, key_from_headers, require_scope
 from hanse.blueprints.compose import DirectAnswer, apply_blueprint
 from hanse.capabilities import check_capabilities, check_context
-from hanse.direct import PROVIDER_ID, direct_body, direct_stream, settle_direct
+from hanse.direct import PROVIDER_ID, direct_completion, direct_events, settle_direct
 from hanse.domain import InferenceRequest
 from hanse.errors import AUTH_INVALID_KEY, HanseError
 from hanse.gateway import Gateway
@@ -29,12 +31,11 @@ from hanse.limits import check_limits
 from hanse.metering import Meter
 from hanse.resolve import ResolvedModel, resolve_model
 from hanse.routing import Served
-from hanse.streaming import metered_fields, sse_stream
+from hanse.streaming import metered_events, metered_fields
 from hanse.tokens import completion_texts
 from hanse.vision.content import image_parts
 from hanse.wire.convert import require_model, to_inference_request, to_provider_preferences
-from hanse.wire.request import parse_chat_request
-from hanse.wire.response import ChunkWriter, completion_body
+from hanse.wire.request import ChatCompletionRequest
 
 # Bodies up to this size are tokenised on the event loop (well under a millisecond); larger ones in a
 # thread, so that a huge prompt does not hold up everyone else's requests.
@@ -58,13 +59,8 @@ class Trace:
     headers: dict[str, str] = field(default_factory=dict)  # on every answer, errors too (limits)
 
 
-@dataclass(slots=True)
-class ChatAnswer:
-    """Either a JSON body or an SSE byte stream, with the headers that go with it."""
-
-    body: dict[str, Any] | None = None
-    stream: AsyncIterator[bytes] | None = None
-    headers: dict[str, str] = field(default_factory=dict)
+# A face's parser: the request body read into the Melious chat request (its own errors raised).
+Parse = Callable[[], ChatCompletionRequest]
 
 
 async def authenticate(gateway: Gateway, headers: Mapping[str, str], trace: Trace) -> Principal:
@@ -79,28 +75,34 @@ async def authenticate(gateway: Gateway, headers: Mapping[str, str], trace: Trac
     return principal
 
 
-async def chat_completions(
-    gateway: Gateway, headers: Mapping[str, str], body: bytes, trace: Trace
-) -> ChatAnswer:
+async def infer(
+    gateway: Gateway, headers: Mapping[str, str], parse: Parse, body_size: int, trace: Trace
+) -> Answer:
+    """Serve one inference request: `parse` reads the face's body (once the key is known good),
+    `body_size` is its size in bytes (a large one is counted off the event loop)."""
     principal = await authenticate(gateway, headers, trace)
     require_scope(principal, SCOPE_CHAT)
     gateway.in_flight.enter(principal.account_id)  # counted until the answer (or stream) ends
     try:
-        answer = await _serve(gateway, principal, headers, body, trace)
+        answer = await _serve(gateway, principal, headers, parse(), body_size, trace)
     except BaseException:
         gateway.in_flight.leave(principal.account_id)
         raise
-    if answer.stream is None:
+    if answer.events is None:
         gateway.in_flight.leave(principal.account_id)
     else:
-        answer.stream = gateway.in_flight.held(principal.account_id, answer.stream)
+        answer.events = gateway.in_flight.held(principal.account_id, answer.events)
     return answer
 
 
 async def _serve(
-    gateway: Gateway, principal: Principal, headers: Mapping[str, str], body: bytes, trace: Trace
-) -> ChatAnswer:
-    wire = parse_chat_request(body)
+    gateway: Gateway,
+    principal: Principal,
+    headers: Mapping[str, str],
+    wire: ChatCompletionRequest,
+    body_size: int,
+    trace: Trace,
+) -> Answer:
     check_limits(wire, gateway.catalog.limits)
     if wire.request_id:
         trace.request_id = wire.request_id
@@ -117,10 +119,10 @@ async def _serve(
         return await _answer_directly(gateway, principal, composed.answer, request, resolved, trace)
     check_capabilities(resolved.model, request)
     # Costly work ahead (fetching and decoding images, tokenising megabytes): can it pay at all?
-    if len(body) > _COUNT_ON_LOOP_BYTES or image_parts(request.messages):
+    if body_size > _COUNT_ON_LOOP_BYTES or image_parts(request.messages):
         await gateway.billing.require_funds(principal, resolved.model.routes)
     await gateway.images.prepare(request)  # fetch and re-encode images (the safe fetcher)
-    if len(body) > _COUNT_ON_LOOP_BYTES:  # tokenising megabytes takes seconds: not on the loop
+    if body_size > _COUNT_ON_LOOP_BYTES:  # tokenising megabytes takes seconds: not on the loop
         input_tokens = await asyncio.to_thread(gateway.router.input_tokens, resolved.model, request)
     else:
         input_tokens = gateway.router.input_tokens(resolved.model, request)
@@ -144,8 +146,7 @@ async def _serve(
         trace.request_id,
         repairs=plan.may_repair(request),
     )
-    response_id = "chatcmpl-" + secrets.token_urlsafe(18)
-    created = int(time.time())
+    answer = Answer(request, model, input_tokens)
     if request.stream:
         waited = time.perf_counter()
         try:
@@ -155,17 +156,9 @@ async def _serve(
             raise
         _record(trace, served, waited)
         first, events = composed.output.stream(first, events, input_tokens)
-        writer = ChunkWriter(
-            id=response_id,
-            created=created,
-            model=model,
-            include_usage=request.include_usage,
-            legacy_functions=request.legacy_functions,
-        )
-        stream = sse_stream(
-            first, events, writer, request, served, meter, input_tokens, trace.request_id
-        )
-        return ChatAnswer(stream=stream, headers=_headers(served))
+        answer.events = metered_events(first, events, served, meter, trace.request_id)
+        answer.headers = _headers(served)
+        return answer
 
     waited = time.perf_counter()
     try:
@@ -178,15 +171,9 @@ async def _serve(
     completion, status = composed.output.complete(completion)
     impact, charge = await meter.close(status, served.route, completion.usage, generated)
     completion.usage = meter.usage or completion.usage
-    body_out = completion_body(
-        completion,
-        id=response_id,
-        created=created,
-        model=model,
-        legacy_functions=request.legacy_functions,
-    )
-    body_out.update(metered_fields(impact, charge))
-    return ChatAnswer(body=body_out, headers=_headers(served))
+    answer.completion, answer.metered = completion, metered_fields(impact, charge)
+    answer.headers = _headers(served)
+    return answer
 
 
 async def _answer_directly(
@@ -196,7 +183,7 @@ async def _answer_directly(
     request: InferenceRequest,
     resolved: ResolvedModel,
     trace: Trace,
-) -> ChatAnswer:
+) -> Answer:
     """A blueprint's answer: no provider call, zero cost, still a ledger row."""
     assert trace.model is not None
     metered = await settle_direct(
@@ -207,19 +194,16 @@ async def _answer_directly(
         request_id=trace.request_id,
         location=gateway.settings.location,
     )
-    response_id, created = "chatcmpl-" + secrets.token_urlsafe(18), int(time.time())
     headers = {"X-Hanse-Provider": PROVIDER_ID, "X-Hanse-Attempts": "0"}
     trace.route = PROVIDER_ID
+    # Not the deprecated-functions shape: the answer has no call to carry.
+    served = dataclasses.replace(request, legacy_functions=False)
+    out = Answer(served, trace.model, 0, headers=headers)
     if request.stream:
-        writer = ChunkWriter(
-            id=response_id, created=created, model=trace.model, include_usage=request.include_usage
-        )
-        stream = direct_stream(answer, request.n, metered, writer, request.include_usage)
-        return ChatAnswer(stream=stream, headers=headers)
-    body = direct_body(
-        answer, request.n, metered, id=response_id, created=created, model=trace.model
-    )
-    return ChatAnswer(body=body, headers=headers)
+        out.events = direct_events(answer, request.n, metered)
+    else:
+        out.completion, out.metered = direct_completion(answer, request.n), metered
+    return out
 
 
 def _record(trace: Trace, served: Served, waited_since: float) -> None:

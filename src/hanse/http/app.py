@@ -36,16 +36,18 @@ from hanse.errors import (
     UNKNOWN_MODEL,
     HanseError,
 )
+from hanse.faces.chat.render import chat_body, chat_sse
 from hanse.gateway import Gateway
 from hanse.http import admin, vault
 from hanse.http.body import BodyLimit
 from hanse.http.models import model_list, model_object
 from hanse.http.openapi import openapi_document
 from hanse.http.paths import TrailingSlash
-from hanse.pipeline import Trace, authenticate, chat_completions
+from hanse.pipeline import Trace, authenticate, infer
 from hanse.routing.attempts import ATTEMPTS_HEADER
 from hanse.settings import Settings
 from hanse.usage import EPOCH, parse_time, usage_report
+from hanse.wire.request import parse_chat_request
 
 log = logging.getLogger("hanse.http")
 CHAT_PATH = "/v1/chat/completions"
@@ -167,11 +169,18 @@ def _new_request_id() -> str:
 async def chat(request: Request, gateway: Gateway, trace: Trace) -> Response:
     body = await request.body()
     async with _cancelled_on_disconnect(request):
-        answer = await chat_completions(gateway, request.headers, body, trace)
-    if answer.stream is not None:
-        headers = {**answer.headers, "Cache-Control": "no-cache", "X-Request-ID": trace.request_id}
-        return StreamingResponse(answer.stream, media_type="text/event-stream", headers=headers)
-    return JSONResponse(answer.body, headers=answer.headers)
+        answer = await infer(
+            gateway, request.headers, lambda: parse_chat_request(body), len(body), trace
+        )
+    if answer.events is not None:
+        return event_stream(chat_sse(answer), answer.headers, trace)
+    return JSONResponse(chat_body(answer), headers=answer.headers)
+
+
+def event_stream(events: AsyncIterator[bytes], headers: dict[str, str], trace: Trace) -> Response:
+    """An SSE answer, with the headers every stream carries."""
+    headers = {**headers, "Cache-Control": "no-cache", "X-Request-ID": trace.request_id}
+    return StreamingResponse(events, media_type="text/event-stream", headers=headers)
 
 
 async def list_models(request: Request, gateway: Gateway, trace: Trace) -> Response:

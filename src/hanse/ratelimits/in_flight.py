@@ -8,8 +8,11 @@ knows only its own work); a request counts from admission until its answer, or i
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Generic, TypeVar
 
 from hanse.errors import RATE_LIMITED, HanseError
+
+T = TypeVar("T")
 
 
 class InFlight:
@@ -39,24 +42,24 @@ class InFlight:
         else:
             self._counts.pop(account_id, None)
 
-    def held(self, account_id: int, stream: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    def held(self, account_id: int, stream: AsyncIterator[T]) -> AsyncIterator[T]:
         """`stream`, with the account's request counted until it ends (or its client leaves)."""
         return _Held(self, account_id, stream)
 
 
-class _Held:
+class _Held(Generic[T]):
     """A stream that leaves its count once: at its end, its error, `aclose`, or when dropped
     unstarted (a generator's `finally` would not run then)."""
 
-    def __init__(self, in_flight: InFlight, account_id: int, stream: AsyncIterator[bytes]) -> None:
+    def __init__(self, in_flight: InFlight, account_id: int, stream: AsyncIterator[T]) -> None:
         self._in_flight: InFlight | None = in_flight
         self._account_id = account_id
         self._stream = stream
 
-    def __aiter__(self) -> _Held:
+    def __aiter__(self) -> _Held[T]:
         return self
 
-    async def __anext__(self) -> bytes:
+    async def __anext__(self) -> T:
         try:
             return await self._stream.__anext__()
         except BaseException:
