@@ -95,6 +95,25 @@ async def infer(
     return answer
 
 
+async def count_input_tokens(
+    gateway: Gateway, headers: Mapping[str, str], parse: Parse, body_size: int, trace: Trace
+) -> int:
+    """The prompt tokens the request would be planned with (its images included): authenticated
+    and rate-limited as any request, nothing reserved or charged."""
+    principal = await authenticate(gateway, headers, trace)
+    require_scope(principal, SCOPE_CHAT)
+    wire = parse()
+    check_limits(wire, gateway.catalog.limits)
+    trace.model = wire.model
+    resolved = resolve_model(gateway.catalog, require_model(wire), wire.preset)
+    trace.catalog_model = resolved.model.id
+    request = to_inference_request(wire, resolved.model.id)
+    await gateway.images.prepare(request)
+    if body_size > _COUNT_ON_LOOP_BYTES:
+        return await asyncio.to_thread(gateway.router.input_tokens, resolved.model, request)
+    return gateway.router.input_tokens(resolved.model, request)
+
+
 async def _serve(
     gateway: Gateway,
     principal: Principal,

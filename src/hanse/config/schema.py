@@ -16,6 +16,7 @@ from pydantic import (
     model_validator,
 )
 
+from hanse.config.faces import MessagesConfig
 from hanse.config.intensity import HourlyIntensity, read_hourly_intensity
 from hanse.config.limits import ImagesConfig, LimitsConfig
 from hanse.config.ratelimits import RateLimitsConfig
@@ -218,12 +219,18 @@ class Catalog(_Strict):
     limits: LimitsConfig = LimitsConfig()
     images: ImagesConfig = ImagesConfig()
     rate_limits: RateLimitsConfig = RateLimitsConfig()
+    messages: MessagesConfig = MessagesConfig()
 
     @model_validator(mode="after")
     def _references(self) -> Catalog:
         provider_ids = [p.id for p in self.providers]
         _unique(provider_ids, "providers")
         _unique([m.id for m in self.models], "models")
+        model_ids = {m.id for m in self.models}
+        for i, rule in enumerate(self.messages.model_rules):
+            # A rule may name a flavor (`model:speed`); the model itself must exist.
+            if rule.model.partition(":")[0] not in model_ids:
+                raise ValueError(f"messages.model_rules[{i}].model: unknown model {rule.model!r}")
         for i, model in enumerate(self.models):
             for j, route in enumerate(model.routes):
                 if route.provider not in provider_ids:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import gc
 import logging
 import re
@@ -21,7 +19,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 from starlette.routing import Route
 
 from hanse import logs
@@ -36,21 +34,23 @@ from hanse.errors import (
     UNKNOWN_MODEL,
     HanseError,
 )
-from hanse.faces.chat.render import chat_body, chat_sse
+from hanse.faces.messages.render import error_body as anthropic_error_body
 from hanse.gateway import Gateway
-from hanse.http import admin, vault
+from hanse.http import admin, inference, vault
 from hanse.http.body import BodyLimit
 from hanse.http.models import model_list, model_object
 from hanse.http.openapi import openapi_document
 from hanse.http.paths import TrailingSlash
-from hanse.pipeline import Trace, authenticate, infer
+from hanse.http.responses import JSONResponse
+from hanse.pipeline import Trace, authenticate
 from hanse.routing.attempts import ATTEMPTS_HEADER
 from hanse.settings import Settings
 from hanse.usage import EPOCH, parse_time, usage_report
-from hanse.wire.request import parse_chat_request
 
 log = logging.getLogger("hanse.http")
 CHAT_PATH = "/v1/chat/completions"
+MESSAGES_PATH = "/v1/messages"
+INFERENCE_PATHS = {CHAT_PATH, MESSAGES_PATH}
 CLIENT_CLOSED = 499  # as nginx logs a request its client closed before the answer
 UNMATCHED = "unmatched"  # the `path` label of requests that no route serves
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -58,25 +58,35 @@ _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 Handler = Callable[[Request, Gateway, Trace], Awaitable[Response]]
 
 
-class JSONResponse(Response):
-    media_type = "application/json"
-
-    def render(self, content: Any) -> bytes:
-        return orjson.dumps(content)
+# An error in a face's shape: OpenAI's (the catalog's own `body()`) or Anthropic's.
+ErrorBody = Callable[[HanseError, str], dict[str, Any]]
 
 
-def error_response(error: HanseError, request_id: str) -> JSONResponse:
+def openai_error_body(error: HanseError, request_id: str) -> dict[str, Any]:
+    return error.body()
+
+
+def error_response(
+    error: HanseError, request_id: str, render: ErrorBody = openai_error_body
+) -> JSONResponse:
     headers = {**error.headers, "X-Request-ID": request_id}
     try:
-        return JSONResponse(error.body(), status_code=error.error.status, headers=headers)
+        return JSONResponse(
+            render(error, request_id), status_code=error.error.status, headers=headers
+        )
     except orjson.JSONEncodeError:  # details that cannot be encoded must not turn into a bare 500
         log.exception("unencodable error details", extra={"code": error.error.code})
         plain = HanseError(error.error, error.message, param=error.param)
-        return JSONResponse(plain.body(), status_code=error.error.status, headers=headers)
+        return JSONResponse(
+            render(plain, request_id), status_code=error.error.status, headers=headers
+        )
 
 
-def endpoint(handler: Handler, template: str) -> Callable[[Request], Awaitable[Response]]:
-    """Wraps a handler: request id, catalog errors, no internals leaked, one log line.
+def endpoint(
+    handler: Handler, template: str, render_error: ErrorBody = openai_error_body
+) -> Callable[[Request], Awaitable[Response]]:
+    """Wraps a handler: request id, catalog errors (in the face's shape), no internals leaked,
+    one log line.
 
     Metrics are labelled with the route's `template`, never the raw path, and with the catalog's
     model id, never the client's string: label sets stay bounded whatever clients send."""
@@ -89,16 +99,16 @@ def endpoint(handler: Handler, template: str) -> Callable[[Request], Awaitable[R
         try:
             response = await handler(request, gateway, trace)
         except HanseError as error:
-            response = error_response(error, trace.request_id)
+            response = error_response(error, trace.request_id, render_error)
         except ClientDisconnect:  # it left (or its body timed out): nobody reads an answer
             response = Response(status_code=CLIENT_CLOSED)
         except Exception:
             log.exception("unexpected failure", extra={"request_id": trace.request_id})
-            response = error_response(HanseError(INTERNAL), trace.request_id)
+            response = error_response(HanseError(INTERNAL), trace.request_id, render_error)
         response.headers["X-Request-ID"] = trace.request_id
         for name, value in trace.headers.items():
             response.headers[name] = value
-        if template == CHAT_PATH:  # errors too: 0 when it failed before any route was tried
+        if template in INFERENCE_PATHS:  # errors too: 0 when it failed before any route was tried
             response.headers.setdefault(ATTEMPTS_HEADER, str(trace.attempts))
         elapsed_s = time.perf_counter() - trace.started
         overhead_s = elapsed_s - trace.provider_s
@@ -130,57 +140,14 @@ def endpoint(handler: Handler, template: str) -> Callable[[Request], Awaitable[R
     return run
 
 
-@contextlib.asynccontextmanager
-async def _cancelled_on_disconnect(request: Request) -> AsyncIterator[None]:
-    """Cancels the enclosed work when the client goes away (Starlette does not, and a generation
-    would run on until its timeout), as ClientDisconnect. The work stays in the handler's own
-    task, so the context variables the pipeline sets (the request id) stay with it."""
-    handler = asyncio.current_task()
-    assert handler is not None
-    gone = False
-
-    async def watch() -> None:
-        nonlocal gone
-        while (await request.receive())["type"] != "http.disconnect":
-            pass
-        gone = True
-        handler.cancel()
-
-    watcher = asyncio.ensure_future(watch())
-    try:
-        yield
-    except asyncio.CancelledError:
-        if not gone:
-            raise
-        handler.uncancel()
-        raise ClientDisconnect() from None
-    finally:
-        watcher.cancel()
-
-
-def _route(template: str, handler: Handler, method: str) -> Route:
-    return Route(template, endpoint(handler, template), methods=[method])
+def _route(
+    template: str, handler: Handler, method: str, render_error: ErrorBody = openai_error_body
+) -> Route:
+    return Route(template, endpoint(handler, template, render_error), methods=[method])
 
 
 def _new_request_id() -> str:
     return "req_" + secrets.token_hex(12)
-
-
-async def chat(request: Request, gateway: Gateway, trace: Trace) -> Response:
-    body = await request.body()
-    async with _cancelled_on_disconnect(request):
-        answer = await infer(
-            gateway, request.headers, lambda: parse_chat_request(body), len(body), trace
-        )
-    if answer.events is not None:
-        return event_stream(chat_sse(answer), answer.headers, trace)
-    return JSONResponse(chat_body(answer), headers=answer.headers)
-
-
-def event_stream(events: AsyncIterator[bytes], headers: dict[str, str], trace: Trace) -> Response:
-    """An SSE answer, with the headers every stream carries."""
-    headers = {**headers, "Cache-Control": "no-cache", "X-Request-ID": trace.request_id}
-    return StreamingResponse(events, media_type="text/event-stream", headers=headers)
 
 
 async def list_models(request: Request, gateway: Gateway, trace: Trace) -> Response:
@@ -288,7 +255,14 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
     app = Starlette(
         routes=[
-            _route(CHAT_PATH, chat, "POST"),
+            _route(CHAT_PATH, inference.chat, "POST"),
+            _route(MESSAGES_PATH, inference.messages, "POST", anthropic_error_body),
+            _route(
+                f"{MESSAGES_PATH}/count_tokens",
+                inference.count_tokens,
+                "POST",
+                anthropic_error_body,
+            ),
             _route("/v1/models", list_models, "GET"),
             _route("/v1/models/{model_id:path}", get_model, "GET"),
             _route("/health", health, "GET"),

@@ -79,12 +79,21 @@ _TAGS = {
     "refusal",
     "json_object",
     "json_schema",
+    # Anthropic Messages blocks and sources (hanse.faces.messages.wire).
+    "image",
+    "document",
+    "tool_use",
+    "tool_result",
+    "thinking",
+    "redacted_thinking",
+    "base64",
+    "url",
     # Blueprint railguard types (hanse.blueprints.models).
     "deny_pattern",
     "pii",
     "max_input_tokens",
 }
-_TAGGED_FIELDS = {"response_format"}
+_TAGGED_FIELDS = {"response_format", "source"}
 # Tags that are also field names, with the lists whose items they tag (a `function` message, a
 # function or custom tool, a function or custom call).
 _FIELD_TAGS = {
