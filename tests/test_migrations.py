@@ -19,7 +19,7 @@ from hanse.storage.database import Database
 from hanse.storage.tables import metadata
 from tests.harness import HANSE, GatewayProcess, create_postgres_database, free_port
 
-HEAD = "0003"
+HEAD = "0004"
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -26,6 +26,7 @@ from hanse.storage.checkpoints import WalCheckpointer
 from hanse.storage.database import Database
 from hanse.storage.keys import KeyStore
 from hanse.storage.ledger import LedgerStore
+from hanse.storage.responses import ResponseStore
 from hanse.storage.vault import VaultStore
 from hanse.vault.service import Vault
 from hanse.vision.content import ImageInputs
@@ -55,6 +56,7 @@ class Gateway:
         self.keys = KeyStore(self.database, settings.key_prefix, settings.key_cache_ttl_s)
         self.accounts = AccountStore(self.database)
         self.ledger = LedgerStore(self.database)
+        self.responses = ResponseStore(self.database)
         self.billing = Billing(self.ledger, self.accounts, settings.reservation_ttl_s)
         self.vault = Vault(
             VaultStore(self.database), settings.vault_scrypt_n, settings.vault_key_attempts

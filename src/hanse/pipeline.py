@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
 from hanse import logs, structured
@@ -59,8 +59,9 @@ class Trace:
     headers: dict[str, str] = field(default_factory=dict)  # on every answer, errors too (limits)
 
 
-# A face's parser: the request body read into the Melious chat request (its own errors raised).
-Parse = Callable[[], ChatCompletionRequest]
+# A face's parser: the request body read into the Melious chat request (its own errors raised);
+# async, as a face may load what the request refers to (a stored response).
+Parse = Callable[[], Awaitable[ChatCompletionRequest]]
 
 
 async def authenticate(gateway: Gateway, headers: Mapping[str, str], trace: Trace) -> Principal:
@@ -84,7 +85,7 @@ async def infer(
     require_scope(principal, SCOPE_CHAT)
     gateway.in_flight.enter(principal.account_id)  # counted until the answer (or stream) ends
     try:
-        answer = await _serve(gateway, principal, headers, parse(), body_size, trace)
+        answer = await _serve(gateway, principal, headers, await parse(), body_size, trace)
     except BaseException:
         gateway.in_flight.leave(principal.account_id)
         raise
@@ -102,7 +103,7 @@ async def count_input_tokens(
     and rate-limited as any request, nothing reserved or charged."""
     principal = await authenticate(gateway, headers, trace)
     require_scope(principal, SCOPE_CHAT)
-    wire = parse()
+    wire = await parse()
     check_limits(wire, gateway.catalog.limits)
     trace.model = wire.model
     resolved = resolve_model(gateway.catalog, require_model(wire), wire.preset)

@@ -50,7 +50,8 @@ from hanse.usage import EPOCH, parse_time, usage_report
 log = logging.getLogger("hanse.http")
 CHAT_PATH = "/v1/chat/completions"
 MESSAGES_PATH = "/v1/messages"
-INFERENCE_PATHS = {CHAT_PATH, MESSAGES_PATH}
+RESPONSES_PATH = "/v1/responses"
+INFERENCE_PATHS = {CHAT_PATH, MESSAGES_PATH, RESPONSES_PATH}
 CLIENT_CLOSED = 499  # as nginx logs a request its client closed before the answer
 UNMATCHED = "unmatched"  # the `path` label of requests that no route serves
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -263,6 +264,10 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 "POST",
                 anthropic_error_body,
             ),
+            _route(RESPONSES_PATH, inference.responses, "POST"),
+            _route(f"{RESPONSES_PATH}/{{response_id}}", inference.get_response, "GET"),
+            _route(f"{RESPONSES_PATH}/{{response_id}}", inference.delete_response, "DELETE"),
+            _route(f"{RESPONSES_PATH}/{{response_id}}/input_items", inference.input_items, "GET"),
             _route("/v1/models", list_models, "GET"),
             _route("/v1/models/{model_id:path}", get_model, "GET"),
             _route("/health", health, "GET"),

@@ -120,3 +120,18 @@ vault_items = Table(
     Column("updated_at", DateTime(timezone=True), nullable=False),
     Index("vault_items_account_kind", "account_id", "kind", "created_at"),
 )
+
+# Stored Responses API answers (`store: true`), per account: the Response object as answered, the
+# input items it was given, and the whole conversation in chat form, which `previous_response_id`
+# continues without the client sending it again.
+responses = Table(
+    "responses",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("account_id", Integer, ForeignKey("accounts.id"), nullable=False),
+    Column("body", JSON, nullable=False),
+    Column("input_items", JSON, nullable=False),
+    Column("conversation", JSON, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Index("responses_account_time", "account_id", "created_at"),
+)
