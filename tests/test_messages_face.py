@@ -17,13 +17,15 @@ from typing import Any
 
 import httpx
 import pytest
-from anthropic.types import Message
+from anthropic.types import Message, RawMessageStreamEvent
 from PIL import Image
+from pydantic import TypeAdapter
 
 from tests.harness import GatewayProcess, sse_events
 from tests.upstream import Canned, ScriptedUpstream
 
 MODEL = "rich"
+STREAM_EVENT: TypeAdapter[RawMessageStreamEvent] = TypeAdapter(RawMessageStreamEvent)
 CAPS = "function_calling = true, vision = true, file_input = true, json_schema = true, reasoning = true"
 UP = {"id": "up", "object": "chat.completion", "created": 1, "model": "m"}
 USAGE = {
@@ -279,6 +281,9 @@ def test_a_stream_carries_thinking_text_and_metering_on_message_delta(
         "message_delta",
         "message_stop",
     ]
+    for event in events:
+        if event["type"] != "ping":
+            STREAM_EVENT.validate_python(event)  # each as the SDK's own types read it
     assert events[2]["content_block"]["type"] == "thinking"
     assert events[3]["delta"] == {"type": "thinking_delta", "thinking": "Th"}
     assert events[6]["index"] == 1 and events[7]["delta"] == {"type": "text_delta", "text": "Ham"}
@@ -451,3 +456,62 @@ def test_hostile_bodies_are_refused_while_others_are_served(
     assert served.status_code == 200
     assert elapsed < 5, elapsed
     assert all(400 <= status < 500 for status in statuses), statuses
+
+
+def test_claude_code_request_shapes_are_accepted(
+    gateway: GatewayProcess, api_key: str, upstream: ScriptedUpstream
+) -> None:
+    """What Claude Code sends: beta headers, cache_control on system, messages and tools, a
+    draft-07 `$schema` in tool schemas, thinking with a budget, metadata.user_id, context_management."""
+    headers = {
+        "x-api-key": api_key,
+        "anthropic-version": "2023-06-01",
+        "anthropic-beta": "claude-code-20250219,interleaved-thinking-2025-05-14",
+        "x-app": "cli",
+        "user-agent": "claude-cli/2.0.0 (external, cli)",
+    }
+    ephemeral = {"type": "ephemeral"}
+    body = {
+        "model": "claude-sonnet-4-5-20250929",
+        "max_tokens": 32000,
+        "stream": True,
+        "system": [
+            {"type": "text", "text": "You are Claude Code.", "cache_control": ephemeral},
+            {"type": "text", "text": "Be concise.", "cache_control": ephemeral},
+        ],
+        "messages": [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "<system-reminder>ctx</system-reminder>"},
+                    {"type": "text", "text": "List the files.", "cache_control": ephemeral},
+                ],
+            }
+        ],
+        "tools": [
+            {
+                "name": "Bash",
+                "description": "Run a command",
+                "input_schema": {
+                    "$schema": "http://json-schema.org/draft-07/schema#",
+                    "type": "object",
+                    "properties": {"command": {"type": "string"}},
+                    "required": ["command"],
+                    "additionalProperties": False,
+                },
+                "cache_control": ephemeral,
+            }
+        ],
+        "thinking": {"type": "enabled", "budget_tokens": 31999},
+        "metadata": {"user_id": "user_" + "a" * 64 + "_account__session_0f6c"},
+        "context_management": {"edits": []},
+    }
+    response = httpx.post(f"{gateway.base_url}/v1/messages", headers=headers, json=body, timeout=60)
+    assert response.status_code == 200, response.text
+    events = sse_events(response.text)
+    assert events[-1]["type"] == "message_stop"
+    sent = forwarded(upstream)
+    assert sent["reasoning_effort"] == "high" and sent["model"] == "ok"
+    # 32,000 does not fit the 8,192-token window: lowered to the room the input leaves.
+    assert 8000 < sent["max_tokens"] < 8192
+    assert sent["messages"][0]["role"] == "system"

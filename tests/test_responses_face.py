@@ -17,13 +17,15 @@ from typing import Any
 
 import httpx
 import pytest
-from openai.types.responses import Response
+from openai.types.responses import Response, ResponseStreamEvent
 from PIL import Image
+from pydantic import TypeAdapter
 
 from tests.harness import GatewayProcess, sse_events
 from tests.upstream import Canned, ScriptedUpstream
 
 MODEL = "rich"
+STREAM_EVENT: TypeAdapter[ResponseStreamEvent] = TypeAdapter(ResponseStreamEvent)
 CAPS = "function_calling = true, vision = true, file_input = true, json_schema = true, reasoning = true"
 UP = {"id": "up", "object": "chat.completion", "created": 1, "model": "m"}
 USAGE = {
@@ -239,6 +241,8 @@ def test_a_stream_has_typed_events_in_order_and_ends_incomplete_when_cut(
         "response.output_item.done",
         "response.incomplete",
     ]
+    for event in events:
+        STREAM_EVENT.validate_python(event)  # each as the SDK's own types read it
     final = events[-1]["response"]
     Response.model_validate(final)
     assert final["incomplete_details"] == {"reason": "max_output_tokens"}
@@ -274,7 +278,8 @@ def test_a_stream_that_breaks_ends_with_response_failed(
     gateway: GatewayProcess, api_key: str
 ) -> None:
     events = sse_events(post(gateway, api_key, model="breaks", stream=True).text)
-    assert events[-1]["type"] == "response.failed"
+    assert [e["type"] for e in events[-2:]] == ["error", "response.failed"]
+    assert events[-2]["code"] == events[-1]["response"]["error"]["code"]
     failed = events[-1]["response"]
     assert failed["status"] == "failed" and failed["error"]["code"].startswith("INFERENCE_")
     assert failed["output"][0]["content"][0]["text"] == "Ham"  # what was sent is kept

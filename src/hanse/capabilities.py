@@ -84,6 +84,17 @@ def check_context(model: ModelConfig, request: InferenceRequest, input_tokens: i
         )
 
 
+def fit_max_tokens(model: ModelConfig, request: InferenceRequest, input_tokens: int) -> None:
+    """Lower `max_tokens` to what the model can still produce after the input: Anthropic's API
+    takes a `max_tokens` beyond the room left (Claude Code asks for 32,000 on any model), where
+    OpenAI's refuses it. An input that leaves no room is left to the context check."""
+    if request.max_tokens is None:
+        return
+    room = min(model.context_length - input_tokens, model.output_limit)
+    if 0 < room < request.max_tokens:
+        request.max_tokens = room
+
+
 def _overflow_message(context_length: int, input_tokens: int, max_tokens: int | None) -> str:
     """OpenAI's own wording, which clients match on, with OpenAI's code at the end."""
     head = f"This model's maximum context length is {context_length} tokens. However, "

@@ -22,7 +22,7 @@ from hanse import logs, structured
 from hanse.answer import Answer
 from hanse.auth import SCOPE_CHAT, Principal, key_from_headers, require_scope
 from hanse.blueprints.compose import DirectAnswer, apply_blueprint
-from hanse.capabilities import check_capabilities, check_context
+from hanse.capabilities import check_capabilities, check_context, fit_max_tokens
 from hanse.direct import PROVIDER_ID, direct_completion, direct_events, settle_direct
 from hanse.domain import InferenceRequest
 from hanse.errors import AUTH_INVALID_KEY, HanseError
@@ -77,15 +77,24 @@ async def authenticate(gateway: Gateway, headers: Mapping[str, str], trace: Trac
 
 
 async def infer(
-    gateway: Gateway, headers: Mapping[str, str], parse: Parse, body_size: int, trace: Trace
+    gateway: Gateway,
+    headers: Mapping[str, str],
+    parse: Parse,
+    body_size: int,
+    trace: Trace,
+    *,
+    fit_max_tokens: bool = False,
 ) -> Answer:
     """Serve one inference request: `parse` reads the face's body (once the key is known good),
-    `body_size` is its size in bytes (a large one is counted off the event loop)."""
+    `body_size` is its size in bytes (a large one is counted off the event loop);
+    `fit_max_tokens`: a `max_tokens` beyond the room the input leaves is lowered to it, not
+    refused (the face's API allows that)."""
     principal = await authenticate(gateway, headers, trace)
     require_scope(principal, SCOPE_CHAT)
     gateway.in_flight.enter(principal.account_id)  # counted until the answer (or stream) ends
     try:
-        answer = await _serve(gateway, principal, headers, await parse(), body_size, trace)
+        wire = await parse()
+        answer = await _serve(gateway, principal, headers, wire, body_size, trace, fit_max_tokens)
     except BaseException:
         gateway.in_flight.leave(principal.account_id)
         raise
@@ -122,6 +131,7 @@ async def _serve(
     wire: ChatCompletionRequest,
     body_size: int,
     trace: Trace,
+    fit: bool,
 ) -> Answer:
     check_limits(wire, gateway.catalog.limits)
     if wire.request_id:
@@ -146,6 +156,8 @@ async def _serve(
         input_tokens = await asyncio.to_thread(gateway.router.input_tokens, resolved.model, request)
     else:
         input_tokens = gateway.router.input_tokens(resolved.model, request)
+    if fit:
+        fit_max_tokens(resolved.model, request, input_tokens)
     check_context(resolved.model, request, input_tokens)
     plan = gateway.router.plan(
         resolved.model,

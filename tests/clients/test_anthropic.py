@@ -17,7 +17,7 @@ from anthropic.types import Message, MessageParam, ToolParam
 from tests.harness import GatewayProcess, sse_events
 
 ON_EMBEDDED_ROUTE = {"test_tool_round_trip", "test_streamed_tool_call"}
-UNCHARGED = {"test_count_tokens", "test_error_classes"}
+UNCHARGED = {"test_count_tokens", "test_error_classes", "test_image_on_a_model_without_vision"}
 HELLO: list[MessageParam] = [{"role": "user", "content": "Name three Hanseatic cities."}]
 WEATHER: ToolParam = {
     "name": "get_weather",
@@ -110,7 +110,7 @@ def test_tool_round_trip(claude: anthropic.Anthropic, model: str) -> None:
     messages: list[MessageParam] = [{"role": "user", "content": "What is the weather in Hamburg?"}]
     first = claude.messages.create(
         model=model,
-        max_tokens=60,
+        max_tokens=80,
         tools=[WEATHER],
         tool_choice={"type": "tool", "name": "get_weather"},
         messages=messages,
@@ -135,7 +135,7 @@ def test_streamed_tool_call(claude: anthropic.Anthropic, model: str) -> None:
     pieces = 0
     with claude.messages.stream(
         model=model,
-        max_tokens=60,
+        max_tokens=80,
         tools=[WEATHER],
         tool_choice={"type": "any"},
         messages=[{"role": "user", "content": "What is the weather in Hamburg?"}],
@@ -178,3 +178,25 @@ def test_error_classes(gateway: GatewayProcess, claude: anthropic.Anthropic, mod
     error = overflow.value.body["error"]  # type: ignore[index]
     assert error["type"] == "invalid_request_error" and error["code"] == "INFERENCE_3207"
     assert json.dumps(error)  # the Melious details stay beside Anthropic's fields
+
+
+def test_image_on_a_model_without_vision(claude: anthropic.Anthropic, model: str) -> None:
+    """SmolLM2 has no vision: the image block is refused with the capability's catalog error
+    (images reaching a vision model: tests/test_messages_face.py)."""
+    pixel = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAIAAACQd1PeAAAADElEQVR4nGP4z8AAAAMBAQDJ/pLvAAAAAElFTkSuQmCC"
+    image = {"type": "base64", "media_type": "image/png", "data": pixel}
+    with pytest.raises(anthropic.BadRequestError) as refused:
+        claude.messages.create(
+            model=model,
+            max_tokens=4,
+            messages=[
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "image", "source": image},  # type: ignore[typeddict-item]
+                        {"type": "text", "text": "What is this?"},
+                    ],
+                }
+            ],
+        )
+    assert refused.value.body["error"]["code"] == "INFERENCE_3201"  # type: ignore[index]

@@ -136,7 +136,7 @@ def test_openai_tool_call_and_follow_up(client: OpenAI, model: str) -> None:
         messages=messages,
         tools=[WEATHER_TOOL],
         tool_choice={"type": "function", "function": {"name": "get_weather"}},
-        max_tokens=40,
+        max_tokens=80,
     )
     message = first.choices[0].message
     assert message.tool_calls and message.tool_calls[0].type == "function"
@@ -159,7 +159,7 @@ def test_openai_streamed_tool_call_helper(client: OpenAI, model: str) -> None:
         messages=[{"role": "user", "content": "What is the weather in Lübeck?"}],
         tools=[WEATHER_TOOL],
         tool_choice="required",
-        max_tokens=40,
+        max_tokens=80,
     ) as stream:
         events = [event.type for event in stream]
         completion = stream.get_final_completion()
@@ -230,7 +230,7 @@ def test_langchain_stream_with_usage(chat: ChatOpenAI) -> None:
 def test_langchain_tool_call_and_follow_up(chat: ChatOpenAI) -> None:
     messages: list[BaseMessage] = [HumanMessage("What is the weather in Hamburg?")]
     first = chat.bind_tools([get_weather], tool_choice="get_weather").invoke(
-        messages, max_tokens=40
+        messages, max_tokens=80
     )
     assert isinstance(first, AIMessage) and first.tool_calls
     call = first.tool_calls[0]
@@ -295,7 +295,7 @@ def test_litellm_tool_call_and_follow_up(route: dict[str, Any]) -> None:
         messages=messages,
         tools=[WEATHER_TOOL],
         tool_choice={"type": "function", "function": {"name": "get_weather"}},
-        max_tokens=40,
+        max_tokens=80,
         **route,
     )
     message = first.choices[0].message

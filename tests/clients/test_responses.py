@@ -122,7 +122,7 @@ def test_function_tool_round_trip(client: OpenAI, model: str) -> None:
         input="What is the weather in Hamburg?",
         tools=[WEATHER],
         tool_choice="required",
-        max_output_tokens=60,
+        max_output_tokens=80,
     )
     calls = [item for item in first.output if item.type == "function_call"]
     assert calls and calls[0].name == "get_weather"

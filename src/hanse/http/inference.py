@@ -59,7 +59,7 @@ async def messages(request: Request, gateway: Gateway, trace: Trace) -> Response
         return to_chat_request(wire, gateway.catalog.messages.catalog_model(wire.model))
 
     async with cancelled_on_disconnect(request):
-        answer = await infer(gateway, request.headers, parse, len(body), trace)
+        answer = await infer(gateway, request.headers, parse, len(body), trace, fit_max_tokens=True)
     id = message_id()
     if answer.events is not None:
         stream = MessageStream(answer, id, trace.request_id).events()

@@ -61,7 +61,7 @@ await main({
       messages,
       tools,
       toolChoice: { type: "tool", toolName: "get_weather" },
-      maxOutputTokens: 40,
+      maxOutputTokens: 80,
       maxRetries: 0,
     });
     // The documented follow-up: the response's own messages (tool call, tool result), then ask again.
@@ -79,7 +79,7 @@ await main({
       prompt: "What is the weather in Lübeck?",
       tools: { get_weather: getWeather },
       toolChoice: "required",
-      maxOutputTokens: 40,
+      maxOutputTokens: 80,
       maxRetries: 0,
     });
     const errors = [];

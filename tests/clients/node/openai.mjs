@@ -65,7 +65,7 @@ await main({
       messages,
       tools: [WEATHER],
       tool_choice: { type: "function", function: { name: "get_weather" } },
-      max_tokens: 40,
+      max_tokens: 80,
     });
     const message = first.choices[0].message;
     // The documented follow-up: the assistant message as the SDK returned it, then each tool's result.
@@ -82,7 +82,7 @@ await main({
       messages: [{ role: "user", content: "What is the weather in Lübeck?" }],
       tools: [WEATHER],
       tool_choice: "required",
-      max_tokens: 40,
+      max_tokens: 80,
     });
     // The helper's event for each piece of a tool call's arguments as it arrives.
     let argumentPieces = 0;

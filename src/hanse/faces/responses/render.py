@@ -241,9 +241,8 @@ class ResponseStream:
                     )
                     yield self._event(name, {"response": body})
                 elif isinstance(event, Failed):
-                    for frame in self._close():
+                    for frame in [*self._close(), *self._failed(event.error)]:
                         yield frame
-                    yield self._failed(event.error)
                 else:
                     for frame in self._delta(event):
                         yield frame
@@ -257,11 +256,13 @@ class ResponseStream:
         self.sequence += 1
         return sse_named_event(name, body)
 
-    def _failed(self, error: HanseError) -> bytes:
+    def _failed(self, error: HanseError) -> list[bytes]:
+        """An `error` event, then `response.failed` with the items sent so far."""
         body = self.frame.body("failed", self.output)
         wire = error.body()["error"]
         body["error"] = {"code": wire["code"], "message": wire["message"]}
-        return self._event("response.failed", {"response": body})
+        fields = {"code": wire["code"], "message": wire["message"], "param": wire["param"]}
+        return [self._event("error", fields), self._event("response.failed", {"response": body})]
 
     def _delta(self, delta: ChoiceDelta) -> list[bytes]:
         frames: list[bytes] = []
