@@ -18,6 +18,7 @@ from agents import (
     RunConfig,
     Runner,
     function_tool,
+    set_default_openai_client,
     set_tracing_disabled,
 )
 from openai import AsyncOpenAI, OpenAI
@@ -205,15 +206,20 @@ def _agent_model(gateway: GatewayProcess, api_key: str, model: str) -> OpenAIRes
 
 
 def test_agents_sdk_default_model(gateway: GatewayProcess, api_key: str, model: str) -> None:
+    """The SDK's default path: a model named by a string, served by its default provider (the
+    Responses API) through the default client."""
+    client = AsyncOpenAI(base_url=f"{gateway.base_url}/v1", api_key=api_key, max_retries=0)
+    set_default_openai_client(client, use_for_tracing=False)
     agent = Agent(
         name="Hanse",
         instructions="Answer with one word.",
-        model=_agent_model(gateway, api_key, model),
+        model=model,
         # The Agents SDK takes a cut answer (`incomplete`) as an error: room to finish, greedily.
         model_settings=ModelSettings(max_tokens=96, temperature=0),
     )
     result = Runner.run_sync(agent, "Name a Hanseatic city.", run_config=RunConfig())
     assert isinstance(result.final_output, str) and result.final_output
+    assert [r.type for r in result.raw_responses[0].output][-1] == "message"  # type: ignore[attr-defined]
 
 
 @function_tool
