@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import io
 import json
 import os
 import secrets
@@ -10,11 +12,13 @@ import socket
 import subprocess
 import sys
 import time
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import httpx
 from jsonschema import Draft202012Validator
+from PIL import Image
 from sqlalchemy import text
 
 from hanse.storage.database import Database
@@ -111,6 +115,11 @@ class GatewayProcess:
             self.env.get("HANSE_DATABASE_URL") or f"sqlite:///{self.workdir / 'data' / 'hanse.db'}"
         )
 
+    def last_cost_pico(self) -> int:
+        """What the ledger's newest row charged, in pico-euros."""
+        [row] = self.sql("SELECT cost_pico FROM ledger ORDER BY id DESC LIMIT 1")
+        return int(row["cost_pico"])
+
     def sql(self, statement: str, **params: Any) -> list[dict[str, Any]]:
         """One SQL statement on this gateway's database, SQLite or PostgreSQL: its rows, if any."""
 
@@ -134,6 +143,19 @@ class GatewayProcess:
         query = "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
         tables = [row["tablename"] for row in self.sql(query)]
         return [(table, repr(self.sql(f'SELECT * FROM "{table}"')).encode()) for table in tables]
+
+
+def billed_pico(fields: dict[str, Any]) -> int:
+    """An answer's (or final event's) `billing_cost`, in pico-euros, to compare with the ledger."""
+    cost = fields["billing_cost"]
+    return int((Decimal(cost["energy"]) + Decimal(cost["credits"])).scaleb(12))
+
+
+def png_base64() -> str:
+    """A 4x4 PNG, base64: an image input any vision route accepts."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (4, 4), (200, 10, 10)).save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode()
 
 
 def _validator(name: str) -> Draft202012Validator:

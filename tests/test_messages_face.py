@@ -6,22 +6,19 @@ names mapped by the configured rules, and hostile bodies refused without slowing
 from __future__ import annotations
 
 import base64
-import io
 import json
 import threading
 import time
 from collections.abc import Iterator
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from anthropic.types import Message, RawMessageStreamEvent
-from PIL import Image
 from pydantic import TypeAdapter
 
-from tests.harness import GatewayProcess, sse_events
+from tests.harness import GatewayProcess, billed_pico, png_base64, sse_events
 from tests.upstream import Canned, ScriptedUpstream
 
 MODEL = "rich"
@@ -120,22 +117,6 @@ def forwarded(upstream: ScriptedUpstream) -> dict[str, Any]:
     return received.body
 
 
-def png() -> str:
-    buffer = io.BytesIO()
-    Image.new("RGB", (4, 4), (200, 10, 10)).save(buffer, format="PNG")
-    return base64.b64encode(buffer.getvalue()).decode()
-
-
-def cost_pico(gateway: GatewayProcess) -> int:
-    [row] = gateway.sql("SELECT cost_pico FROM ledger ORDER BY id DESC LIMIT 1")
-    return int(row["cost_pico"])
-
-
-def billed_pico(fields: dict[str, Any]) -> int:
-    cost = fields["billing_cost"]
-    return int((Decimal(cost["energy"]) + Decimal(cost["credits"])).scaleb(12))
-
-
 def test_blocks_and_parameters_reach_the_provider_in_chat_shape(
     gateway: GatewayProcess, api_key: str, upstream: ScriptedUpstream
 ) -> None:
@@ -147,7 +128,7 @@ def test_blocks_and_parameters_reach_the_provider_in_chat_shape(
                 {"type": "text", "text": "Look:", "cache_control": {"type": "ephemeral"}},
                 {
                     "type": "image",
-                    "source": {"type": "base64", "media_type": "image/png", "data": png()},
+                    "source": {"type": "base64", "media_type": "image/png", "data": png_base64()},
                 },
                 {
                     "type": "document",
@@ -257,7 +238,7 @@ def test_reasoning_comes_back_as_a_thinking_block_and_money_is_exact(
         "cache_creation_input_tokens": 0,
         "cache_read_input_tokens": 10,
     }
-    assert billed_pico(body) == cost_pico(gateway) == 40 * 2_000_000 + 30 * 3_000_000
+    assert billed_pico(body) == gateway.last_cost_pico() == 40 * 2_000_000 + 30 * 3_000_000
 
 
 def test_a_stream_carries_thinking_text_and_metering_on_message_delta(
@@ -290,7 +271,7 @@ def test_a_stream_carries_thinking_text_and_metering_on_message_delta(
     delta = events[10]
     assert delta["delta"]["stop_reason"] == "end_turn"
     assert delta["usage"]["output_tokens"] == 30
-    assert billed_pico(delta) == cost_pico(gateway) == 40 * 2_000_000 + 30 * 3_000_000
+    assert billed_pico(delta) == gateway.last_cost_pico() == 40 * 2_000_000 + 30 * 3_000_000
 
 
 def test_a_stream_that_breaks_ends_with_an_error_event_and_is_charged(

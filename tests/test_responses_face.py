@@ -6,22 +6,19 @@ hostile bodies refused while others are served."""
 from __future__ import annotations
 
 import base64
-import io
 import json
 import threading
 import time
 from collections.abc import Iterator
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from openai.types.responses import Response, ResponseStreamEvent
-from PIL import Image
 from pydantic import TypeAdapter
 
-from tests.harness import GatewayProcess, sse_events
+from tests.harness import GatewayProcess, billed_pico, png_base64, sse_events
 from tests.upstream import Canned, ScriptedUpstream
 
 MODEL = "rich"
@@ -118,22 +115,6 @@ def forwarded(upstream: ScriptedUpstream) -> dict[str, Any]:
     return received.body
 
 
-def png() -> str:
-    buffer = io.BytesIO()
-    Image.new("RGB", (4, 4), (10, 200, 10)).save(buffer, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
-
-
-def cost_pico(gateway: GatewayProcess) -> int:
-    [row] = gateway.sql("SELECT cost_pico FROM ledger ORDER BY id DESC LIMIT 1")
-    return int(row["cost_pico"])
-
-
-def billed_pico(fields: dict[str, Any]) -> int:
-    cost = fields["billing_cost"]
-    return int((Decimal(cost["energy"]) + Decimal(cost["credits"])).scaleb(12))
-
-
 def test_items_and_parameters_reach_the_provider_in_chat_shape(
     gateway: GatewayProcess, api_key: str, upstream: ScriptedUpstream
 ) -> None:
@@ -145,7 +126,11 @@ def test_items_and_parameters_reach_the_provider_in_chat_shape(
             "role": "user",
             "content": [
                 {"type": "input_text", "text": "Look:"},
-                {"type": "input_image", "image_url": png(), "detail": "low"},
+                {
+                    "type": "input_image",
+                    "image_url": "data:image/png;base64," + png_base64(),
+                    "detail": "low",
+                },
                 {"type": "input_file", "file_data": pdf, "filename": "cities.pdf"},
             ],
         },
@@ -216,7 +201,7 @@ def test_reasoning_is_an_output_item_and_money_is_exact(
     assert response.output_text == "Hamburg." and response.status == "completed"
     assert body["usage"]["input_tokens_details"]["cached_tokens"] == 10
     assert body["usage"]["output_tokens_details"]["reasoning_tokens"] == 5
-    assert billed_pico(body) == cost_pico(gateway) == PRICE
+    assert billed_pico(body) == gateway.last_cost_pico() == PRICE
 
 
 def test_a_stream_has_typed_events_in_order_and_ends_incomplete_when_cut(
@@ -247,7 +232,7 @@ def test_a_stream_has_typed_events_in_order_and_ends_incomplete_when_cut(
     Response.model_validate(final)
     assert final["incomplete_details"] == {"reason": "max_output_tokens"}
     assert events[11]["text"] == "Hamburg." and events[5]["text"] == "Think."
-    assert billed_pico(final) == cost_pico(gateway) == PRICE
+    assert billed_pico(final) == gateway.last_cost_pico() == PRICE
     stored = httpx.get(
         f"{gateway.base_url}/v1/responses/{final['id']}",
         headers={"Authorization": f"Bearer {api_key}"},

@@ -33,6 +33,13 @@ class Failed:
 AnswerEvent = ChoiceDelta | Settled | Failed
 
 
+async def close_events(events: AsyncIterator[AnswerEvent]) -> None:
+    """Close a face's source of events (its `finally` settles the meter if nothing else did)."""
+    aclose = getattr(events, "aclose", None)
+    if aclose is not None:
+        await aclose()
+
+
 @dataclass(slots=True)
 class Answer:
     """The core's answer to one request: `completion` (with `metered`) or `events`."""

@@ -23,6 +23,7 @@ from hanse.answer import Answer
 from hanse.auth import SCOPE_CHAT, Principal, key_from_headers, require_scope
 from hanse.blueprints.compose import DirectAnswer, apply_blueprint
 from hanse.capabilities import check_capabilities, check_context, fit_max_tokens
+from hanse.config.schema import ModelConfig
 from hanse.direct import PROVIDER_ID, direct_completion, direct_events, settle_direct
 from hanse.domain import InferenceRequest
 from hanse.errors import AUTH_INVALID_KEY, HanseError
@@ -119,9 +120,17 @@ async def count_input_tokens(
     trace.catalog_model = resolved.model.id
     request = to_inference_request(wire, resolved.model.id)
     await gateway.images.prepare(request)
+    return await _input_tokens(gateway, resolved.model, request, body_size)
+
+
+async def _input_tokens(
+    gateway: Gateway, model: ModelConfig, request: InferenceRequest, body_size: int
+) -> int:
+    """The prompt's tokens; tokenising megabytes takes seconds, so a large body is counted off
+    the event loop."""
     if body_size > _COUNT_ON_LOOP_BYTES:
-        return await asyncio.to_thread(gateway.router.input_tokens, resolved.model, request)
-    return gateway.router.input_tokens(resolved.model, request)
+        return await asyncio.to_thread(gateway.router.input_tokens, model, request)
+    return gateway.router.input_tokens(model, request)
 
 
 async def _serve(
@@ -152,10 +161,7 @@ async def _serve(
     if body_size > _COUNT_ON_LOOP_BYTES or image_parts(request.messages):
         await gateway.billing.require_funds(principal, resolved.model.routes)
     await gateway.images.prepare(request)  # fetch and re-encode images (the safe fetcher)
-    if body_size > _COUNT_ON_LOOP_BYTES:  # tokenising megabytes takes seconds: not on the loop
-        input_tokens = await asyncio.to_thread(gateway.router.input_tokens, resolved.model, request)
-    else:
-        input_tokens = gateway.router.input_tokens(resolved.model, request)
+    input_tokens = await _input_tokens(gateway, resolved.model, request, body_size)
     if fit:
         fit_max_tokens(resolved.model, request, input_tokens)
     check_context(resolved.model, request, input_tokens)

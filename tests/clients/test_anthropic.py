@@ -6,7 +6,6 @@ checked for Anthropic's order and for the metering fields on `message_delta`."""
 from __future__ import annotations
 
 import json
-from decimal import Decimal
 from typing import Any
 
 import anthropic
@@ -14,7 +13,7 @@ import httpx
 import pytest
 from anthropic.types import Message, MessageParam, ToolParam
 
-from tests.harness import GatewayProcess, sse_events
+from tests.harness import GatewayProcess, billed_pico, sse_events
 
 ON_EMBEDDED_ROUTE = {"test_tool_round_trip", "test_streamed_tool_call"}
 UNCHARGED = {"test_count_tokens", "test_error_classes", "test_image_on_a_model_without_vision"}
@@ -44,17 +43,6 @@ def _raw(gateway: GatewayProcess, api_key: str, **body: Any) -> httpx.Response:
     return httpx.post(f"{gateway.base_url}/v1/messages", headers=headers, json=body, timeout=120)
 
 
-def _charged(gateway: GatewayProcess) -> Decimal:
-    """The last ledger row's cost, in EUR (the ledger keeps pico-euros)."""
-    rows = gateway.sql("SELECT cost_pico FROM ledger ORDER BY id DESC LIMIT 1")
-    return Decimal(int(rows[0]["cost_pico"])).scaleb(-12)
-
-
-def _billed(fields: dict[str, Any]) -> Decimal:
-    cost = fields["billing_cost"]
-    return Decimal(cost["energy"]) + Decimal(cost["credits"])
-
-
 def test_create(gateway: GatewayProcess, api_key: str, model: str) -> None:
     response = _raw(gateway, api_key, model=model, max_tokens=8, messages=HELLO)
     assert response.status_code == 200, response.text
@@ -65,7 +53,7 @@ def test_create(gateway: GatewayProcess, api_key: str, model: str) -> None:
     assert message.stop_reason in ("end_turn", "max_tokens")
     assert 0 < message.usage.output_tokens <= 8 and message.usage.input_tokens > 0
     # Melious's metering fields ride the Message, exact as the ledger has them.
-    assert _billed(raw) == _charged(gateway)
+    assert billed_pico(raw) == gateway.last_cost_pico()
     assert raw["environment_impact"]["energy_kwh"] >= 0  # zero where the route has no size
 
 
@@ -102,7 +90,7 @@ def test_raw_stream_events(gateway: GatewayProcess, api_key: str, model: str) ->
     assert set(names[3:-3]) == {"content_block_delta"}
     delta = events[-2]
     assert delta["usage"]["output_tokens"] <= 8
-    assert _billed(delta) == _charged(gateway)
+    assert billed_pico(delta) == gateway.last_cost_pico()
     assert "environment_impact" in delta
 
 

@@ -5,8 +5,6 @@ back through the SDK's own types; stored responses are retrieved, listed, contin
 from __future__ import annotations
 
 import json
-from decimal import Decimal
-from typing import Any
 
 import httpx
 import openai
@@ -24,7 +22,7 @@ from agents import (
 from openai import AsyncOpenAI, OpenAI
 from openai.types.responses import FunctionToolParam, Response
 
-from tests.harness import GatewayProcess, sse_events
+from tests.harness import GatewayProcess, billed_pico, sse_events
 
 ON_EMBEDDED_ROUTE = {"test_function_tool_round_trip", "test_agents_sdk_calls_a_tool"}
 UNCHARGED = {"test_error_classes"}
@@ -50,16 +48,6 @@ def client(gateway: GatewayProcess, api_key: str) -> OpenAI:
     return OpenAI(base_url=f"{gateway.base_url}/v1", api_key=api_key, max_retries=0, timeout=120)
 
 
-def _charged_pico(gateway: GatewayProcess) -> int:
-    [row] = gateway.sql("SELECT cost_pico FROM ledger ORDER BY id DESC LIMIT 1")
-    return int(row["cost_pico"])
-
-
-def _billed_pico(fields: dict[str, Any]) -> int:
-    cost = fields["billing_cost"]
-    return int((Decimal(cost["energy"]) + Decimal(cost["credits"])).scaleb(12))
-
-
 def test_create(client: OpenAI, model: str, gateway: GatewayProcess) -> None:
     raw = client.responses.with_raw_response.create(
         model=model, input="Name three Hanseatic cities.", max_output_tokens=8
@@ -72,7 +60,7 @@ def test_create(client: OpenAI, model: str, gateway: GatewayProcess) -> None:
         assert response.incomplete_details is not None
         assert response.incomplete_details.reason == "max_output_tokens"
     assert response.usage is not None and 0 < response.usage.output_tokens <= 8
-    assert _billed_pico(body) == _charged_pico(gateway)
+    assert billed_pico(body) == gateway.last_cost_pico()
     assert "environment_impact" in body
 
 
@@ -91,7 +79,7 @@ def test_stream(client: OpenAI, model: str, gateway: GatewayProcess) -> None:
     assert final.output_text == "".join(deltas)
     assert final.usage is not None and 0 < final.usage.output_tokens <= 8
     raw = last.model_dump()["response"]
-    assert _billed_pico(raw) == _charged_pico(gateway)
+    assert billed_pico(raw) == gateway.last_cost_pico()
 
 
 def test_raw_stream_event_names(gateway: GatewayProcess, api_key: str, model: str) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,7 +17,12 @@ from hanse.errors import MISSING_FIELD, NOT_FOUND, HanseError
 from hanse.faces.chat.render import chat_body, chat_sse
 from hanse.faces.messages.convert import to_chat_request
 from hanse.faces.messages.render import MessageStream, message_body, message_id
-from hanse.faces.messages.wire import parse_count_request, parse_messages_request
+from hanse.faces.messages.wire import (
+    CountTokensRequest,
+    MessagesRequest,
+    parse_count_request,
+    parse_messages_request,
+)
 from hanse.faces.responses import convert as responses_convert
 from hanse.faces.responses.render import (
     Frame,
@@ -30,7 +35,7 @@ from hanse.faces.responses.render import (
 from hanse.faces.responses.wire import InputItem, ResponsesRequest, parse_responses_request
 from hanse.gateway import Gateway
 from hanse.http.responses import JSONResponse
-from hanse.pipeline import Trace, authenticate, count_input_tokens, infer
+from hanse.pipeline import Parse, Trace, authenticate, count_input_tokens, infer
 from hanse.storage.responses import StoredResponse
 from hanse.wire.request import ChatCompletionRequest, parse_chat_request
 
@@ -52,12 +57,7 @@ async def chat(request: Request, gateway: Gateway, trace: Trace) -> Response:
 async def messages(request: Request, gateway: Gateway, trace: Trace) -> Response:
     """`POST /v1/messages` (Anthropic Messages)."""
     body = await request.body()
-
-    async def parse() -> ChatCompletionRequest:
-        _require_version(request.headers)
-        wire = parse_messages_request(body)
-        return to_chat_request(wire, gateway.catalog.messages.catalog_model(wire.model))
-
+    parse = _anthropic_parser(request, gateway, lambda: parse_messages_request(body))
     async with cancelled_on_disconnect(request):
         answer = await infer(gateway, request.headers, parse, len(body), trace, fit_max_tokens=True)
     id = message_id()
@@ -70,12 +70,7 @@ async def messages(request: Request, gateway: Gateway, trace: Trace) -> Response
 async def count_tokens(request: Request, gateway: Gateway, trace: Trace) -> Response:
     """`POST /v1/messages/count_tokens`: free, no metering fields."""
     body = await request.body()
-
-    async def parse() -> ChatCompletionRequest:
-        _require_version(request.headers)
-        wire = parse_count_request(body)
-        return to_chat_request(wire, gateway.catalog.messages.catalog_model(wire.model))
-
+    parse = _anthropic_parser(request, gateway, lambda: parse_count_request(body))
     tokens = await count_input_tokens(gateway, request.headers, parse, len(body), trace)
     return JSONResponse({"input_tokens": tokens})
 
@@ -189,6 +184,21 @@ def _no_response(response_id: str, param: str | None) -> HanseError:
         param=param,
         details={"response_id": response_id},
     )
+
+
+def _anthropic_parser(
+    request: Request,
+    gateway: Gateway,
+    read: Callable[[], MessagesRequest | CountTokensRequest],
+) -> Parse:
+    """The Messages face's parser: the version header, the body, Claude names to catalog models."""
+
+    async def parse() -> ChatCompletionRequest:
+        _require_version(request.headers)
+        wire = read()
+        return to_chat_request(wire, gateway.catalog.messages.catalog_model(wire.model))
+
+    return parse
 
 
 def _require_version(headers: Mapping[str, str]) -> None:

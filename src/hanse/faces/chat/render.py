@@ -12,7 +12,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from hanse.answer import Answer, Failed, Settled
+from hanse.answer import Answer, Failed, Settled, close_events
 from hanse.wire.response import ChunkWriter, completion_body
 from hanse.wire.sse import DONE, sse_event
 
@@ -73,6 +73,4 @@ async def chat_sse(answer: Answer) -> AsyncIterator[bytes]:
             yield sse_event(held)
         yield DONE
     finally:
-        aclose = getattr(events, "aclose", None)
-        if aclose is not None:
-            await aclose()
+        await close_events(events)

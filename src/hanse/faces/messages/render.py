@@ -13,7 +13,7 @@ import secrets
 from collections.abc import AsyncIterator
 from typing import Any
 
-from hanse.answer import Answer, AnswerEvent, Failed, Settled
+from hanse.answer import Answer, AnswerEvent, Failed, Settled, close_events
 from hanse.domain import Choice, ChoiceDelta, Usage
 from hanse.errors import HanseError
 from hanse.wire.sse import sse_named_event
@@ -142,9 +142,7 @@ class MessageStream:
                 for frame in self._render(event):
                     yield frame
         finally:
-            aclose = getattr(events, "aclose", None)
-            if aclose is not None:
-                await aclose()
+            await close_events(events)
 
     def _start(self) -> bytes:
         message: dict[str, Any] = {

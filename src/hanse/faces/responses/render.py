@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from hanse.answer import Answer, Failed, Settled
+from hanse.answer import Answer, Failed, Settled, close_events
 from hanse.domain import Choice, ChoiceDelta, Usage
 from hanse.errors import HanseError
 from hanse.faces.responses.wire import (
@@ -123,14 +123,14 @@ def response_body(answer: Answer, frame: Frame) -> dict[str, Any]:
     """The Response for a whole answer (one choice: the Responses API has no `n`)."""
     assert answer.completion is not None
     choice = answer.completion.choices[0]
-    body = frame.body(*_status(choice.finish_reason), output_items(choice))
+    body = frame.body(_status(choice.finish_reason), output_items(choice))
     body["incomplete_details"] = _incomplete(choice.finish_reason)
     body["usage"] = usage_body(answer.completion.usage)
     return body | answer.metered
 
 
-def _status(finish: str | None) -> tuple[str]:
-    return ("incomplete",) if finish in _INCOMPLETE else ("completed",)
+def _status(finish: str | None) -> str:
+    return "incomplete" if finish in _INCOMPLETE else "completed"
 
 
 def _incomplete(finish: str | None) -> dict[str, str] | None:
@@ -229,7 +229,7 @@ class ResponseStream:
                 if isinstance(event, Settled):
                     for frame in self._close():
                         yield frame
-                    body = self.frame.body(*_status(self.finish), self.output)
+                    body = self.frame.body(_status(self.finish), self.output)
                     body["incomplete_details"] = _incomplete(self.finish)
                     body["usage"] = usage_body(event.usage)
                     body |= event.metered
@@ -247,9 +247,7 @@ class ResponseStream:
                     for frame in self._delta(event):
                         yield frame
         finally:
-            aclose = getattr(events, "aclose", None)
-            if aclose is not None:
-                await aclose()
+            await close_events(events)
 
     def _event(self, name: str, fields: dict[str, Any]) -> bytes:
         body = {"type": name, "sequence_number": self.sequence, **fields}
