@@ -54,9 +54,11 @@ $(VENV)/.installed-test: $(VENV)/.installed tests/clients/node/package-lock.json
 	npm ci --prefix tests/clients/node --no-audit --no-fund
 	touch $@
 
-# The bench's own tools: matplotlib, wrk (Debian), and LiteLLM's proxy in a venv of its own.
-$(VENV)/.installed-bench: $(VENV)/.installed-test
+# The bench's own tools: matplotlib, wrk (Debian), Portkey's gateway (npm, from its lock file) and
+# LiteLLM's proxy in a venv of its own.
+$(VENV)/.installed-bench: $(VENV)/.installed-test bench/portkey/package-lock.json
 	$(BIN)/pip install -e '.[bench]'
+	npm ci --prefix bench/portkey --no-audit --no-fund
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	test -x bench/.venv-litellm/bin/litellm || ($(PYTHON) -m venv bench/.venv-litellm && \
 		bench/.venv-litellm/bin/pip install -q 'litellm[proxy]==1.108.7')

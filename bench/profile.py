@@ -68,6 +68,7 @@ def tables(collapsed: Path) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=int, default=20)
+    parser.add_argument("--database-url", help="an empty PostgreSQL database (default: SQLite)")
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="hanse-profile-"))
     results = BENCH / "results"
@@ -77,18 +78,18 @@ def main() -> None:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    system = hanse_system("hanse-1w", workdir, 1, None)
+    system = hanse_system("hanse-1w", 8601, workdir, database_url=args.database_url)
     assert system.start is not None
     process = system.start()
     try:
-        wrk(system.url, system.key, 4, 2)  # warm-up
+        wrk(system.url, system.load_key, 4, 2)  # warm-up
         collapsed = results / "profile.collapsed"
         spy = record(process.pid, args.seconds, collapsed, "raw")
         time.sleep(1)
-        load = wrk(system.url, system.key, 16, args.seconds - 2)
+        load = wrk(system.url, system.load_key, 16, args.seconds - 2)
         spy.wait(timeout=args.seconds + 30)
         spy = record(process.pid, 5, results / "profile.svg", "flamegraph")
-        wrk(system.url, system.key, 16, 5)
+        wrk(system.url, system.load_key, 16, 5)
         spy.wait(timeout=40)
         report = f"wrk at 16 connections while sampling: {load['rps']:.0f} req/s\n" + tables(
             collapsed

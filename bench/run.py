@@ -1,9 +1,12 @@
-"""`make bench`: the floor, Hanse and LiteLLM measured side by side, in one run, on this machine.
+"""`make bench`: the floor, Hanse, Portkey and LiteLLM measured side by side, in one run, on this
+machine.
 
 Every system answers the same mock upstream (bench/mock_upstream.py, its own process); wrk (its own
-process) drives the request lanes, bench/stream_client.py the streaming lane. Results go to
-bench/results/latest.json, the table to docs/benchmarks.md (between its markers) and the plot to
-docs/benchmarks-latency.png. Loopback only.
+process) drives the request lanes, bench/sdk_client.py the openai SDK's view at concurrency 1,
+bench/stream_client.py the streaming lane. All systems run at once, idle but for the one measured:
+the concurrency-1 lanes go round the systems three times, interleaved, and report the median round.
+Results go to bench/results/latest.json, the table to docs/benchmarks.md (between its markers) and
+the plot to docs/benchmarks-latency.png. Loopback only.
 
     .venv/bin/python bench/run.py [--quick] [--only floor,hanse-1w,...]
 """
@@ -11,6 +14,7 @@ docs/benchmarks-latency.png. Loopback only.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import re
@@ -30,7 +34,12 @@ ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
 VENV_BIN = Path(sys.executable).parent
 LITELLM = BENCH / ".venv-litellm" / "bin" / "litellm"
+PORTKEY = (
+    BENCH / "portkey" / "node_modules" / "@portkey-ai" / "gateway" / "build" / "start-server.js"
+)
 MOCK_PORT = 9100
+SINK_PORT = 9101  # a second mock, as the traces row's OTLP collector: the upstream is not loaded
+ROUNDS = 3
 LITELLM_KEY = "sk-litellm-bench-0123456789"
 CONCURRENCY = (1, 16, 64)
 FRONTIER = (1, 2, 4, 8, 16, 32, 64)
@@ -62,11 +71,23 @@ class System:
     start: Callable[[], subprocess.Popen[bytes]] | None
     pids: Callable[[], list[int]] = field(default=lambda: [])
     process: subprocess.Popen[bytes] | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    changes: str = ""  # what this row changes from the system's default configuration
+    database: str | None = None  # its PostgreSQL database, when it has one
+    keys: list[str] = field(default_factory=list)  # one per account, when it has several
+
+    @property
+    def load_key(self) -> str:
+        """What wrk sends: the key, or every account's (each request takes the next)."""
+        return ",".join(self.keys) if self.keys else self.key
 
 
-def wrk(url: str, key: str, connections: int, seconds: float) -> dict[str, Any]:
+def wrk(
+    url: str, key: str, connections: int, seconds: float, headers: dict[str, str] | None = None
+) -> dict[str, Any]:
     """One wrk run: p50/p99 latency (ms), requests/s, errors."""
-    env = {**os.environ, "BENCH_KEY": key}
+    extra = "\n".join(f"{name}: {value}" for name, value in (headers or {}).items())
+    env = {**os.environ, "BENCH_KEY": key, "BENCH_HEADERS": extra}
     out = subprocess.run(
         [
             "wrk",
@@ -115,8 +136,57 @@ def rss_mb(pids: list[int]) -> float:
             status = Path(f"/proc/{pid}/status").read_text()
         except OSError:
             continue
-        sizes.append(int(re.search(r"VmRSS:\s+(\d+)", status)[1]) / 1024)  # type: ignore[index]
+        found = re.search(r"VmRSS:\s+(\d+)", status)
+        if found:  # not for a process that is exiting
+            sizes.append(int(found[1]) / 1024)
     return max(sizes, default=float("nan"))
+
+
+def cpu_seconds(pids: list[int]) -> dict[int, float]:
+    """User + system CPU seconds of each of `pids` so far."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    seconds = {}
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        seconds[pid] = (int(fields[11]) + int(fields[12])) / ticks
+    return seconds
+
+
+def postgres_pids() -> list[int]:
+    """The PostgreSQL server's processes (its backends among them)."""
+    found = []
+    for path in Path("/proc").glob("[0-9]*/comm"):
+        try:
+            if path.read_text().strip() == "postgres":
+                found.append(int(path.parent.name))
+        except OSError:
+            continue
+    return found
+
+
+def busy_ticks() -> tuple[int, int]:
+    """The machine's busy and total CPU ticks so far (/proc/stat)."""
+    fields = [int(n) for n in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]
+    return sum(fields) - idle, sum(fields)
+
+
+def commits(database: str) -> int:
+    """Transactions committed in `database` so far (pg_stat_database)."""
+    import asyncpg
+
+    async def read() -> int:
+        conn = await asyncpg.connect(host="127.0.0.1", user="postgres", database="postgres")
+        try:
+            query = "SELECT xact_commit FROM pg_stat_database WHERE datname = $1"
+            return int(await conn.fetchval(query, database))
+        finally:
+            await conn.close()
+
+    return asyncio.run(read())
 
 
 def children(pid: int) -> list[int]:
@@ -138,16 +208,32 @@ def wait_ready(url: str, process: subprocess.Popen[bytes], timeout: float = 120)
             raise RuntimeError(f"the process behind {url} exited with {process.returncode}")
         try:
             httpx.get(url, timeout=1)
-            return
         except httpx.HTTPError:
             time.sleep(0.3)
+            continue
+        time.sleep(0.5)  # not another process's answer on a port this one failed to take
+        if process.poll() is None:
+            return
+        raise RuntimeError(f"the process behind {url} exited with {process.returncode}")
     raise RuntimeError(f"{url} never answered")
 
 
-def hanse_system(name: str, workdir: Path, workers: int, database_url: str | None) -> System:
-    port = 8600 + len(name)
-    env = {**os.environ, "HANSE_DATA_DIR": str(workdir / name), "HANSE_LOG_LEVEL": "warning"}
-    env.pop("HANSE_CONFIG", None)
+def hanse_system(
+    name: str,
+    port: int,
+    workdir: Path,
+    workers: int = 1,
+    database_url: str | None = None,
+    settings: dict[str, str] | None = None,
+    changes: str = "",
+    accounts: int = 1,
+) -> System:
+    """`hanse serve` in its default configuration but for `settings` (HANSE_* variables); its logs
+    (one access line a request, at the default level) go to a file, as a service manager's would."""
+    env = {**os.environ, "HANSE_DATA_DIR": str(workdir / name), **(settings or {})}
+    for variable in ("HANSE_CONFIG", "HANSE_LOG_LEVEL"):
+        if variable not in (settings or {}):
+            env.pop(variable, None)
     if database_url:
         env["HANSE_DATABASE_URL"] = database_url
     config = workdir / f"{name}.toml"
@@ -159,10 +245,19 @@ def hanse_system(name: str, workdir: Path, workers: int, database_url: str | Non
             [hanse, *args], env=env, capture_output=True, text=True, check=True
         ).stdout
 
-    cli("accounts", "create", "bench", "--plan", "credits_only")
-    cli("accounts", "topup", "bench", "--credits", "999999")
-    key = cli("keys", "create", "--account", "bench").strip()
-    system = System(name, f"http://127.0.0.1:{port}/v1/chat/completions", key, None)
+    keys = []
+    for number in range(accounts):
+        account = "bench" if number == 0 else f"bench-{number + 1}"
+        cli("accounts", "create", account, "--plan", "credits_only")
+        cli("accounts", "topup", account, "--credits", "999999")
+        keys.append(cli("keys", "create", "--account", account).strip())
+    system = System(
+        name, f"http://127.0.0.1:{port}/v1/chat/completions", keys[0], None, changes=changes
+    )
+    if accounts > 1:
+        system.keys = keys
+    if database_url:
+        system.database = database_url.rsplit("/", 1)[-1]
 
     def start() -> subprocess.Popen[bytes]:
         args = [
@@ -212,15 +307,89 @@ def litellm_system(workdir: Path) -> System:
     return system
 
 
+def portkey_system(workdir: Path) -> System:
+    """Portkey's gateway (bench/portkey, from npm), pointed at the mock by its headers."""
+    port = 8788
+    headers = {
+        "x-portkey-provider": "openai",
+        "x-portkey-custom-host": f"http://127.0.0.1:{MOCK_PORT}/v1",
+    }
+    system = System(
+        "portkey", f"http://127.0.0.1:{port}/v1/chat/completions", "mock-key", None, headers=headers
+    )
+
+    def start() -> subprocess.Popen[bytes]:
+        log = (workdir / "portkey.log").open("wb")
+        args = ["node", str(PORTKEY), f"--port={port}", "--headless"]
+        process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=workdir)
+        wait_ready(f"http://127.0.0.1:{port}/", process)
+        return process
+
+    system.start = start
+    system.pids = lambda: [system.process.pid] if system.process else []
+    return system
+
+
+def sdk_lane(system: System, requests: int) -> dict[str, Any]:
+    """The openai SDK's view at concurrency 1 (bench/sdk_client.py, its own process)."""
+    args = [
+        sys.executable,
+        str(BENCH / "sdk_client.py"),
+        system.url.removesuffix("/chat/completions"),
+    ]
+    args += ["--key", system.key, "--requests", str(requests)]
+    for name, value in system.headers.items():
+        args += ["--header", f"{name}: {value}"]
+    return dict(json.loads(subprocess.run(args, capture_output=True, text=True, check=True).stdout))
+
+
+def rounds(systems: list[System], seconds: float, requests: int) -> dict[str, Any]:
+    """The concurrency-1 lanes (wrk and the SDK), ROUNDS times round the systems; the median
+    round of each system, by p50."""
+    seen: dict[str, list[tuple[dict[str, Any], dict[str, Any]]]] = {}
+    for round_number in range(ROUNDS):
+        for system in systems:
+            print(f">> round {round_number + 1}: {system.name}", flush=True)
+            try:
+                measured = (
+                    wrk(system.url, system.load_key, 1, seconds, system.headers),
+                    sdk_lane(system, requests),
+                )
+            except subprocess.CalledProcessError as exc:
+                print(f"   {system.name} failed: {exc}", flush=True)
+                continue
+            seen.setdefault(system.name, []).append(measured)
+    out = {}
+    for name, runs in seen.items():
+        by_wrk = sorted(runs, key=lambda run: float(run[0]["p50_ms"]))
+        by_sdk = sorted(runs, key=lambda run: float(run[1]["p50_ms"]))
+        out[name] = {"wrk": by_wrk[len(runs) // 2][0], "sdk": by_sdk[len(runs) // 2][1]}
+    return out
+
+
 def measure(system: System, seconds: float, streams: int) -> dict[str, Any]:
     """Latency at each concurrency, the throughput frontier, streaming and memory."""
     pids = system.pids()
-    wrk(system.url, system.key, 4, 2)  # warm-up
-    result: dict[str, Any] = {"rss_idle_mb": rss_mb(pids), "runs": {}}
+    wrk(system.url, system.load_key, 4, 2, system.headers)  # warm-up
+    result: dict[str, Any] = {"rss_idle_mb": rss_mb(pids), "runs": {}, "changes": system.changes}
     for connections in sorted(set(CONCURRENCY) | set(FRONTIER)):
-        result["runs"][connections] = wrk(system.url, system.key, connections, seconds)
+        before = cpu_seconds(pids)
+        database_before = _database_load(system)
+        result["runs"][connections] = wrk(
+            system.url, system.load_key, connections, seconds, system.headers
+        )
+        load = _database_load(system, database_before, seconds)
+        if load:
+            result["runs"][connections].update(load)
         if connections == 16:
             result["rss_load_mb"] = rss_mb(pids)
+            after = cpu_seconds(pids)
+            used = {pid: after[pid] - before[pid] for pid in before if pid in after}
+            total = sum(used.values()) or 1.0
+            # Each process's share of the gateway's CPU at 16 connections (even: workers share).
+            result["cpu_shares"] = sorted(
+                (round(v / total, 3) for v in used.values() if v / total > 0.01), reverse=True
+            )
     for budget in (10, 50):
         ok = [
             r["rps"] for r in result["runs"].values() if r["p99_ms"] <= budget and not r["errors"]
@@ -237,6 +406,7 @@ def measure(system: System, seconds: float, streams: int) -> dict[str, Any]:
             str(streams),
             "--max-tokens",
             "128",
+            *(arg for n, v in system.headers.items() for arg in ("--header", f"{n}: {v}")),
         ],
         capture_output=True,
         text=True,
@@ -244,6 +414,36 @@ def measure(system: System, seconds: float, streams: int) -> dict[str, Any]:
     ).stdout
     result["stream"] = json.loads(out)
     return result
+
+
+def _database_load(
+    system: System, before: dict[str, Any] | None = None, seconds: float = 0.0
+) -> dict[str, Any]:
+    """For a PostgreSQL row: commits, PostgreSQL's CPU and the machine's so far, or (given those
+    from before a run of `seconds`) per second over the run: where the database saturates."""
+    if system.database is None:
+        return {}
+    if before is not None:
+        time.sleep(1.1)  # backends report their commits to the statistics at most once a second
+    now = {
+        "commits": commits(system.database),
+        "postgres_cpu_s": cpu_seconds(postgres_pids()),
+        "ticks": busy_ticks(),
+    }
+    if before is None:
+        return now
+    # Per process: a backend that ended meanwhile took its seconds with it.
+    used = sum(
+        spent - before["postgres_cpu_s"].get(pid, 0.0)
+        for pid, spent in now["postgres_cpu_s"].items()
+    )
+    busy = now["ticks"][0] - before["ticks"][0]
+    total = max(1, now["ticks"][1] - before["ticks"][1])
+    return {
+        "db_commits_per_s": (now["commits"] - before["commits"]) / seconds,
+        "postgres_cores": used / seconds,
+        "machine_busy": busy / total,
+    }
 
 
 def header_overhead(system: System, requests: int = 500) -> dict[str, float]:
@@ -268,7 +468,7 @@ def soak(system: System, total: int) -> dict[str, Any]:
     pids = system.pids()
     done, samples = 0, []
     while done < total:
-        done += wrk(system.url, system.key, 16, 5)["requests"]
+        done += wrk(system.url, system.load_key, 16, 5)["requests"]
         samples.append((done, rss_mb(pids)))
     first, last = samples[0], samples[-1]
     growth = (last[1] - first[1]) / max(1, (last[0] - first[0]) / 10_000)
@@ -280,44 +480,110 @@ def soak(system: System, total: int) -> dict[str, Any]:
     }
 
 
+def systems_under_test(workdir: Path, mock_pid: int) -> dict[str, Callable[[], System]]:
+    """Every row of the table, built only when selected. Hanse rows are its default configuration
+    but for what `changes` says."""
+    floor = System(
+        "floor",
+        f"http://127.0.0.1:{MOCK_PORT}/v1/chat/completions",
+        "",
+        None,
+        pids=lambda: [mock_pid],
+    )
+    quiet = {"HANSE_LOG_LEVEL": "warning"}
+    return {
+        "floor": lambda: floor,
+        "hanse-1w": lambda: hanse_system("hanse-1w", 8601, workdir),
+        "hanse-1w-quiet": lambda: hanse_system(
+            "hanse-1w-quiet", 8602, workdir, settings=quiet, changes="no access log (warning level)"
+        ),
+        "hanse-1w-otel": lambda: hanse_system(
+            "hanse-1w-otel",
+            8607,
+            workdir,
+            settings={"HANSE_TRACES_ENDPOINT": f"http://127.0.0.1:{SINK_PORT}/v1/traces"},
+            changes="OpenTelemetry traces on (OTLP/HTTP, to a sink of its own)",
+        ),
+        "hanse-2w": lambda: hanse_system("hanse-2w", 8603, workdir, workers=2, changes="2 workers"),
+        "hanse-pg": lambda: hanse_system(
+            "hanse-pg",
+            8604,
+            workdir,
+            database_url=_postgres("hanse_bench_pg"),
+            changes="PostgreSQL",
+        ),
+        "hanse-pg-16a": lambda: hanse_system(
+            "hanse-pg-16a",
+            8608,
+            workdir,
+            database_url=_postgres("hanse_bench_pg16a"),
+            changes="PostgreSQL, 16 accounts",
+            accounts=16,
+        ),
+        "hanse-pg-2w": lambda: hanse_system(
+            "hanse-pg-2w",
+            8605,
+            workdir,
+            workers=2,
+            database_url=_postgres("hanse_bench_pg2"),
+            changes="PostgreSQL, 2 workers, 16 accounts",
+            accounts=16,
+        ),
+        "hanse-pg-4w": lambda: hanse_system(
+            "hanse-pg-4w",
+            8606,
+            workdir,
+            workers=4,
+            database_url=_postgres("hanse_bench_pg4"),
+            changes="PostgreSQL, 4 workers, 16 accounts",
+            accounts=16,
+        ),
+        "portkey": lambda: portkey_system(workdir),
+        "litellm": lambda: litellm_system(workdir),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument(
         "--quick", action="store_true", help="short runs (a smoke test of the bench)"
     )
-    parser.add_argument("--only", default="", help="comma-separated systems")
+    parser.add_argument("--only", default="", help="comma-separated systems (and `embedded`)")
     args = parser.parse_args()
-    seconds, streams, soak_total = (2, 3, 5_000) if args.quick else (5, 10, 100_000)
+    seconds, streams, sdk_requests, soak_total = (
+        (2, 3, 200, 5_000) if args.quick else (5, 10, 1000, 1_000_000)
+    )
     workdir = Path(tempfile.mkdtemp(prefix="hanse-bench-"))
-    mock = subprocess.Popen(
-        [sys.executable, str(BENCH / "mock_upstream.py"), "--port", str(MOCK_PORT)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    mock, sink = (
+        subprocess.Popen(
+            [sys.executable, str(BENCH / "mock_upstream.py"), "--port", str(port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for port in (MOCK_PORT, SINK_PORT)
     )
     time.sleep(1)
-    systems = [
-        System(
-            "floor",
-            f"http://127.0.0.1:{MOCK_PORT}/v1/chat/completions",
-            "",
-            None,
-            pids=lambda: [mock.pid],
-        ),
-        hanse_system("hanse-1w", workdir, 1, None),
-        hanse_system("hanse-2w", workdir, 2, None),
-        hanse_system("hanse-pg", workdir, 1, _postgres()),
-        litellm_system(workdir),
-    ]
-    if args.only:
-        systems = [s for s in systems if s.name in args.only.split(",")]
+    factories = systems_under_test(workdir, mock.pid)
+    chosen = [name for name in factories if not args.only or name in args.only.split(",")]
     results: dict[str, Any] = {"machine": _machine(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+    systems: list[System] = []
     try:
+        for name in chosen:
+            print(f">> starting {name}", flush=True)
+            try:
+                system = factories[name]()
+                if system.start is not None:
+                    system.process = system.start()
+                systems.append(system)
+            except (RuntimeError, subprocess.CalledProcessError, OSError) as exc:
+                print(f"   {name} failed: {exc}", flush=True)
+                results[f"{name}-failed"] = str(exc)
+        at_one = rounds(systems, seconds, sdk_requests)
         for system in systems:
             print(f">> {system.name}", flush=True)
             try:
-                if system.start is not None:
-                    system.process = system.start()
                 results[system.name] = measure(system, seconds, streams)
+                results[system.name]["c1"] = at_one.get(system.name)
                 if system.name.startswith("hanse"):
                     results[system.name]["header_overhead"] = header_overhead(system)
                 if system.name == "hanse-1w":
@@ -325,9 +591,7 @@ def main() -> None:
             except (RuntimeError, subprocess.CalledProcessError, ValueError) as exc:
                 print(f"   {system.name} failed: {exc}", flush=True)
                 results[f"{system.name}-failed"] = str(exc)
-            if system.process is not None:
-                system.process.send_signal(signal.SIGTERM)
-                system.process.wait(timeout=30)
+        _stop(systems)
         if not args.only or "embedded" in args.only:
             print(">> embedded", flush=True)
             out = subprocess.run(
@@ -339,9 +603,11 @@ def main() -> None:
             results["embedded"] = json.loads(out)
     finally:
         mock.terminate()
+        sink.terminate()
         for system in systems:
             if system.process is not None and system.process.poll() is None:
                 system.process.kill()
+        _drop_databases()
     (BENCH / "results").mkdir(exist_ok=True)
     saved = BENCH / "results" / "latest.json"
     saved.write_text(json.dumps(results, indent=1))
@@ -350,11 +616,26 @@ def main() -> None:
     write_report(json.loads(saved.read_text()), ROOT / "docs")
 
 
-def _postgres() -> str:
+def _stop(systems: list[System]) -> None:
+    for system in systems:
+        if system.process is not None:
+            system.process.send_signal(signal.SIGTERM)
+    for system in systems:
+        if system.process is not None:
+            system.process.wait(timeout=30)
+
+
+def _drop_databases() -> None:
+    from tests.harness import drop_postgres_databases
+
+    drop_postgres_databases()
+
+
+def _postgres(name: str) -> str:
     sys.path.insert(0, str(ROOT))
     from tests.harness import create_postgres_database
 
-    return create_postgres_database("hanse_bench")
+    return create_postgres_database(name)
 
 
 def _machine() -> str:

@@ -3,7 +3,7 @@
 Runs in its own process (so the gateway's CPU is not shared with the measurement) and prints one
 JSON object: TTFT and inter-chunk gap percentiles in ms, chunk counts, errors.
 
-    python bench/stream_client.py URL [--key K] [--streams 20] [--concurrency 1] [--model M]
+    python bench/stream_client.py URL [--key K] [--header 'n: v'] [--streams 20] [--concurrency 1] [--model M]
 """
 
 from __future__ import annotations
@@ -61,9 +61,15 @@ def percentile(values: list[float], q: float) -> float:
 
 
 async def run(
-    url: str, key: str, streams: int, concurrency: int, model: str, max_tokens: int
+    url: str,
+    key: str,
+    extra: dict[str, str],
+    streams: int,
+    concurrency: int,
+    model: str,
+    max_tokens: int,
 ) -> dict[str, object]:
-    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    headers = {**extra, "Authorization": f"Bearer {key}"} if key else dict(extra)
     body = {**BODY, "model": model, "max_tokens": max_tokens}
     ttfts: list[float] = []
     gaps: list[float] = []
@@ -107,13 +113,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("url")
     parser.add_argument("--key", default="")
+    parser.add_argument("--header", action="append", default=[], help="'name: value'")
     parser.add_argument("--streams", type=int, default=20)
     parser.add_argument("--concurrency", type=int, default=1)
     parser.add_argument("--model", default="bench-model")
     parser.add_argument("--max-tokens", type=int, default=128)
     args = parser.parse_args()
+    extra = dict(
+        (name.strip(), value.strip()) for name, value in (h.split(":", 1) for h in args.header)
+    )
     result = uvloop.run(
-        run(args.url, args.key, args.streams, args.concurrency, args.model, args.max_tokens)
+        run(args.url, args.key, extra, args.streams, args.concurrency, args.model, args.max_tokens)
     )
     print(json.dumps(result))
 

@@ -63,8 +63,8 @@ class GatewayProcess:
         self.log_path = workdir / "server.log"
         self.process: subprocess.Popen[bytes] | None = None
 
-    def start(self, timeout: float = 90) -> GatewayProcess:
-        args = [HANSE, "serve", "--port", str(self.port)]
+    def start(self, timeout: float = 90, workers: int = 1) -> GatewayProcess:
+        args = [HANSE, "serve", "--port", str(self.port), "--workers", str(workers)]
         if self.config_path:
             args += ["--config", str(self.config_path)]
         log = self.log_path.open("ab")

@@ -6,6 +6,7 @@ One registry per process (a scrape reaches one worker and shows that worker); `/
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
@@ -17,7 +18,9 @@ _OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
 
 
 class Metrics:
-    """The gateway's counters and histograms."""
+    """The gateway's counters and histograms. The children of the per-request label sets are
+    kept (`labels()` costs a lock and a validation each call); those sets are bounded (route
+    templates, catalog ids, status codes), so the caches are too."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -68,14 +71,44 @@ class Metrics:
             ["route"],
             registry=self.registry,
         )
+        self._requests: dict[tuple[str, str, str, str], tuple[Any, Any, Any]] = {}
+        self._answers: dict[tuple[str, str], tuple[Any, Any, Any, Any]] = {}
+
+    def request(
+        self, path: str, model: str, route: str, status: str, elapsed_s: float, overhead_s: float
+    ) -> None:
+        """Count one answered request, its latency and the gateway's part of it."""
+        key = (path, model, route, status)
+        children = self._requests.get(key)
+        if children is None:
+            children = (
+                self.requests.labels(*key),
+                self.latency.labels(path),
+                self.overhead.labels(path),
+            )
+            self._requests[key] = children
+        count, latency, overhead = children
+        count.inc()
+        latency.observe(elapsed_s)
+        overhead.observe(overhead_s)
 
     def answered(self, model: str, route: str, usage: Usage, impact: Impact | None) -> None:
         """Count what one answer used."""
-        self.tokens.labels(model, route, "prompt").inc(usage.prompt_tokens)
-        self.tokens.labels(model, route, "completion").inc(usage.completion_tokens)
+        children = self._answers.get((model, route))
+        if children is None:
+            children = (
+                self.tokens.labels(model, route, "prompt"),
+                self.tokens.labels(model, route, "completion"),
+                self.energy.labels(model, route),
+                self.carbon.labels(model, route),
+            )
+            self._answers[(model, route)] = children
+        prompt, completion, energy, carbon = children
+        prompt.inc(usage.prompt_tokens)
+        completion.inc(usage.completion_tokens)
         if impact is not None:
-            self.energy.labels(model, route).inc(impact.energy_kwh)
-            self.carbon.labels(model, route).inc(impact.carbon_g_co2)
+            energy.inc(impact.energy_kwh)
+            carbon.inc(impact.carbon_g_co2)
 
     def render(self, circuit_states: Iterable[tuple[str, float]]) -> bytes:
         """The exposition text, with the circuit states as they are now."""

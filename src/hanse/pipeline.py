@@ -16,7 +16,6 @@ import asyncio
 import dataclasses
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
 
 from hanse import logs, structured
 from hanse.answer import Answer
@@ -34,6 +33,7 @@ from hanse.resolve import ResolvedModel, resolve_model
 from hanse.routing import Served
 from hanse.streaming import metered_events, metered_fields
 from hanse.tokens import completion_texts
+from hanse.trace import Trace
 from hanse.vision.content import image_parts
 from hanse.wire.convert import require_model, to_inference_request, to_provider_preferences
 from hanse.wire.request import ChatCompletionRequest
@@ -41,23 +41,6 @@ from hanse.wire.request import ChatCompletionRequest
 # Bodies up to this size are tokenised on the event loop (well under a millisecond); larger ones in a
 # thread, so that a huge prompt does not hold up everyone else's requests.
 _COUNT_ON_LOOP_BYTES = 64 * 1024
-
-
-@dataclass(slots=True)
-class Trace:
-    """What one request's log line and response headers report."""
-
-    request_id: str
-    started: float = field(default_factory=time.perf_counter)
-    account: str | None = None
-    key_id: str | None = None
-    model: str | None = None  # as the client named it
-    catalog_model: str | None = None  # the catalog's id it resolved to
-    route: str | None = None
-    attempts: int = 0
-    provider_s: float = 0.0  # spent waiting on providers (until the first event, for a stream)
-    account_id: int | None = None
-    headers: dict[str, str] = field(default_factory=dict)  # on every answer, errors too (limits)
 
 
 # A face's parser: the request body read into the Melious chat request (its own errors raised);
@@ -194,7 +177,7 @@ async def _serve(
             raise
         _record(trace, served, waited)
         first, events = composed.output.stream(first, events, input_tokens)
-        answer.events = metered_events(first, events, served, meter, trace.request_id)
+        answer.events = metered_events(first, events, served, meter, trace)
         answer.headers = _headers(served)
         return answer
 
@@ -209,6 +192,8 @@ async def _serve(
     completion, status = composed.output.complete(completion)
     impact, charge = await meter.close(status, served.route, completion.usage, generated)
     completion.usage = meter.usage or completion.usage
+    trace.usage = completion.usage
+    trace.finish_reasons = [choice.finish_reason for choice in completion.choices]
     answer.completion, answer.metered = completion, metered_fields(impact, charge)
     answer.headers = _headers(served)
     return answer

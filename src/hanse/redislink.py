@@ -11,11 +11,10 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from redis.asyncio import Redis
-from redis.commands.core import AsyncScript
-from redis.exceptions import RedisError
+if TYPE_CHECKING:  # imported when a link is made: a gateway without Redis loads none of it
+    from redis.commands.core import AsyncScript
 
 log = logging.getLogger("hanse.redis")
 
@@ -31,7 +30,11 @@ class RedisLink:
     """One connection pool, the key prefix, and the outage bookkeeping."""
 
     def __init__(self, url: str, prefix: str, timeout_s: float, fallback_note: str) -> None:
+        from redis.asyncio import Redis
+        from redis.exceptions import RedisError
+
         self.prefix = prefix
+        self._errors = (RedisError, OSError)
         self._client = Redis.from_url(
             url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, decode_responses=True
         )
@@ -48,7 +51,7 @@ class RedisLink:
             raise RedisUnavailable
         try:
             result = await script(keys=list(keys), args=list(args))
-        except (RedisError, OSError) as exc:
+        except self._errors as exc:
             self._failed(exc)
             raise RedisUnavailable from exc
         if self._down:
@@ -60,7 +63,7 @@ class RedisLink:
         """Whether Redis answers now (for `/ready`)."""
         try:
             return bool(await self._client.ping())
-        except (RedisError, OSError):
+        except self._errors:
             return False
 
     async def close(self) -> None:

@@ -21,6 +21,9 @@ class Settings(BaseSettings):
     admin_token: str | None = None
     key_prefix: str = "sk-mel-"
     log_level: str = "info"
+    # OpenTelemetry traces (hanse.http.tracing): the collector's OTLP/HTTP traces URL, e.g.
+    # http://127.0.0.1:4318/v1/traces. Unset: no traces.
+    traces_endpoint: str | None = None
     public_url: str = "http://127.0.0.1:8080"
     reservation_ttl_s: float = 900.0
     # How long a process may trust a key it checked (0: look every key up on every request).
@@ -57,6 +60,13 @@ class Settings(BaseSettings):
         if value < 2**10 or value & (value - 1):
             raise ValueError("HANSE_VAULT_SCRYPT_N must be a power of two, at least 1024")
         return value
+
+    @field_validator("traces_endpoint")
+    @classmethod
+    def _traces_scheme(cls, value: str | None) -> str | None:
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError("HANSE_TRACES_ENDPOINT must be an http:// or https:// URL")
+        return value or None
 
     @field_validator("redis_url")
     @classmethod

@@ -16,6 +16,7 @@ from hanse.impact import Impact
 from hanse.metering import Meter
 from hanse.providers.base import ProviderFailure
 from hanse.routing import Served, mid_stream_error
+from hanse.trace import Trace
 
 log = logging.getLogger("hanse.streaming")
 
@@ -33,7 +34,7 @@ async def metered_events(
     events: AsyncGenerator[StreamEvent, None],
     served: Served,
     meter: Meter,
-    trace_request_id: str,
+    trace: Trace,
 ) -> AsyncGenerator[AnswerEvent, None]:
     """The stream's deltas, then `Settled` when its usage comes (or `Failed` if it breaks): the
     meter is closed exactly once, charging what was delivered when the stream is cut or left."""
@@ -46,9 +47,12 @@ async def metered_events(
             if isinstance(event, Usage):
                 impact, charge = await meter.close(status, served.route, event, delivered)
                 # Counted by the gateway where the provider did not report it.
-                yield Settled(meter.usage or event, metered_fields(impact, charge))
+                trace.usage = meter.usage or event
+                yield Settled(trace.usage, metered_fields(impact, charge))
             else:
                 status = "blocked" if event.finish_reason == "blocked" else status
+                if event.finish_reason is not None:
+                    trace.finish_reasons.append(event.finish_reason)
                 delivered += _texts(event)
                 yield event
             try:
@@ -59,7 +63,7 @@ async def metered_events(
                     raise
                 raise meter.overran() from exc
     except Exception as exc:
-        error = _late_error(exc, served, trace_request_id)
+        error = _late_error(exc, served, trace.request_id)
         if not meter.closed:
             await meter.close("cut", served.route, Usage(source="missing"), delivered)
         yield Failed(error)

@@ -1,4 +1,5 @@
-"""`hanse serve`: check the catalog and the schema, then run uvicorn (one or several workers)."""
+"""`hanse serve`: check the catalog and the schema, then run uvicorn (one worker, or several
+behind one port: hanse.cli.workers)."""
 
 from __future__ import annotations
 
@@ -30,6 +31,8 @@ def register(commands: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from hanse.cli.workers import Supervisor, listening_sockets
+
     if args.config:
         os.environ["HANSE_CONFIG"] = args.config
     settings = Settings()
@@ -48,12 +51,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"hanse: cannot open the database: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2
     os.environ["HANSE_PUBLIC_URL"] = f"http://{args.host}:{args.port}"
-    uvicorn.run(
+    config = uvicorn.Config(
         "hanse.http.app:create_app",
         factory=True,
         host=args.host,
         port=args.port,
-        workers=args.workers,
         loop="uvloop",
         # httptools, with bounded header size and read times (hanse.http.protocol).
         http="hanse.http.protocol:BoundedHttpToolsProtocol",
@@ -63,7 +65,15 @@ def run(args: argparse.Namespace) -> int:
         # SIGTERM: stop accepting, let requests and streams in flight finish, then cut them.
         timeout_graceful_shutdown=settings.shutdown_timeout_s,
     )
-    return 0
+    if args.workers <= 1:
+        uvicorn.Server(config).run()
+        return 0
+    try:
+        sockets = listening_sockets(args.host, args.port, args.workers)
+    except OSError as exc:
+        print(f"hanse: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        return 2
+    return Supervisor(config, sockets).run()
 
 
 async def _prepare_schema(settings: Settings) -> None:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import gc
 import logging
 import re
 import secrets
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -17,10 +18,10 @@ import orjson
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
+from starlette.types import ASGIApp
 
 from hanse import logs
 from hanse.auth import SCOPE_MODELS, require_scope
@@ -38,16 +39,20 @@ from hanse.faces.messages.render import error_body as anthropic_error_body
 from hanse.gateway import Gateway
 from hanse.http import admin, inference, vault
 from hanse.http.body import BodyLimit
+from hanse.http.hot import HotPaths
 from hanse.http.models import model_list, model_object
 from hanse.http.openapi import openapi_document
 from hanse.http.paths import TrailingSlash
 from hanse.http.responses import JSONResponse
-from hanse.pipeline import Trace, authenticate
+from hanse.http.tracing import Tracing
+from hanse.pipeline import authenticate
 from hanse.routing.attempts import ATTEMPTS_HEADER
 from hanse.settings import Settings
+from hanse.trace import Trace
 from hanse.usage import EPOCH, parse_time, usage_report
 
 log = logging.getLogger("hanse.http")
+access_log = logs.AccessLog(log)
 CHAT_PATH = "/v1/chat/completions"
 MESSAGES_PATH = "/v1/messages"
 RESPONSES_PATH = "/v1/responses"
@@ -100,6 +105,7 @@ def endpoint(
         try:
             response = await handler(request, gateway, trace)
         except HanseError as error:
+            trace.error = error.error.code
             response = error_response(error, trace.request_id, render_error)
         except ClientDisconnect:  # it left (or its body timed out): nobody reads an answer
             response = Response(status_code=CLIENT_CLOSED)
@@ -114,17 +120,20 @@ def endpoint(
         elapsed_s = time.perf_counter() - trace.started
         overhead_s = elapsed_s - trace.provider_s
         response.headers["X-Hanse-Overhead-Ms"] = f"{overhead_s * 1000:.3f}"
-        gateway.metrics.requests.labels(
-            template, trace.catalog_model or "", trace.route or "", str(response.status_code)
-        ).inc()
-        gateway.metrics.latency.labels(template).observe(elapsed_s)
-        gateway.metrics.overhead.labels(template).observe(overhead_s)
-        log.info(
-            "request",
-            extra={
+        gateway.metrics.request(
+            template,
+            trace.catalog_model or "",
+            trace.route or "",
+            str(response.status_code),
+            elapsed_s,
+            overhead_s,
+        )
+        access_log.write(
+            {
+                "msg": "request",
                 "request_id": trace.request_id,
                 "method": request.method,
-                "path": request.url.path,
+                "path": request.scope["path"],
                 "status": response.status_code,
                 "account": trace.account,
                 "account_id": trace.account_id,
@@ -134,11 +143,39 @@ def endpoint(
                 "attempts": trace.attempts,
                 "latency_ms": round(elapsed_s * 1000, 2),
                 "overhead_ms": round(overhead_s * 1000, 3),
-            },
+            }
         )
+        tracing: Tracing | None = request.app.state.tracing
+        if tracing is not None:
+            operation = "chat" if template in INFERENCE_PATHS else None
+            span = functools.partial(
+                tracing.record,
+                trace,
+                request.method,
+                template,
+                response.status_code,
+                request.headers,
+                operation,
+            )
+            if isinstance(response, StreamingResponse):  # its span ends with its stream
+                response.body_iterator = _then(response.body_iterator, span)
+            else:
+                span()
         return response
 
     return run
+
+
+async def _then(body: AsyncIterable[Any], done: Callable[[], None]) -> AsyncIterator[Any]:
+    """`body`, then `done()` however it ends (`body` closed first, as its reader would)."""
+    try:
+        async for chunk in body:
+            yield chunk
+    finally:
+        close = getattr(body, "aclose", None)
+        if close is not None:
+            await close()
+        done()
 
 
 def _route(
@@ -237,34 +274,42 @@ async def _http_exception(request: Request, exc: Exception) -> Response:
     return error_response(HanseError(error), _new_request_id())
 
 
-def create_app(settings: Settings | None = None) -> Starlette:
+def create_app(settings: Settings | None = None) -> ASGIApp:
     """The ASGI app; the catalog is loaded (and checked) before anything starts."""
     settings = settings or Settings()
     logs.configure(settings.log_level)
     gateway = Gateway(settings, load_catalog(settings.config))
+    tracing = Tracing(settings.traces_endpoint) if settings.traces_endpoint else None
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await gateway.start()
+        if tracing is not None:
+            await tracing.start()
         # What start-up built lives as long as the process: out of the collector's sight, a full
         # collection no longer walks it (they stalled the loop for tens of ms: docs/benchmarks.md).
         gc.collect()
         gc.freeze()
         _announce(gateway)
         yield
+        if tracing is not None:
+            await tracing.close()
         await gateway.close()
 
+    hot = {
+        CHAT_PATH: endpoint(inference.chat, CHAT_PATH),
+        MESSAGES_PATH: endpoint(inference.messages, MESSAGES_PATH, anthropic_error_body),
+        RESPONSES_PATH: endpoint(inference.responses, RESPONSES_PATH),
+    }
     app = Starlette(
         routes=[
-            _route(CHAT_PATH, inference.chat, "POST"),
-            _route(MESSAGES_PATH, inference.messages, "POST", anthropic_error_body),
+            *(Route(path, run, methods=["POST"]) for path, run in hot.items()),
             _route(
                 f"{MESSAGES_PATH}/count_tokens",
                 inference.count_tokens,
                 "POST",
                 anthropic_error_body,
             ),
-            _route(RESPONSES_PATH, inference.responses, "POST"),
             _route(f"{RESPONSES_PATH}/{{response_id}}", inference.get_response, "GET"),
             _route(f"{RESPONSES_PATH}/{{response_id}}", inference.delete_response, "DELETE"),
             _route(f"{RESPONSES_PATH}/{{response_id}}/input_items", inference.input_items, "GET"),
@@ -288,14 +333,12 @@ def create_app(settings: Settings | None = None) -> Starlette:
             ),
         ],
         exception_handlers={HTTPException: _http_exception},
-        middleware=[
-            Middleware(TrailingSlash),
-            Middleware(BodyLimit, max_bytes=gateway.catalog.limits.max_body_bytes),
-        ],
         lifespan=lifespan,
     )
     app.state.gateway = gateway
-    return app
+    app.state.tracing = tracing
+    limited = BodyLimit(HotPaths(app, hot), max_bytes=gateway.catalog.limits.max_body_bytes)
+    return TrailingSlash(limited)
 
 
 def _announce(gateway: Gateway) -> None:

@@ -35,8 +35,9 @@ from hanse.faces.responses.render import (
 from hanse.faces.responses.wire import InputItem, ResponsesRequest, parse_responses_request
 from hanse.gateway import Gateway
 from hanse.http.responses import JSONResponse
-from hanse.pipeline import Parse, Trace, authenticate, count_input_tokens, infer
+from hanse.pipeline import Parse, authenticate, count_input_tokens, infer
 from hanse.storage.responses import StoredResponse
+from hanse.trace import Trace
 from hanse.wire.request import ChatCompletionRequest, parse_chat_request
 
 

@@ -43,6 +43,41 @@ _LINGER_S = 1.0
 _REASONS = {408: "Request Timeout", 431: "Request Header Fields Too Large"}
 
 
+class HeadWithBody(asyncio.Transport):
+    """The transport as one response sees it: its head leaves with what is written next (the
+    body, a stream's first event), in one send and one segment, not two; a head with nothing
+    after it in this turn of the loop leaves at the end of the turn."""
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__()
+        self._transport = transport
+        self._loop = loop
+        self._head: bytes | None = None
+        self._first = True
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if self._first:  # the head
+            self._first = False
+            self._head = bytes(data)
+            self._loop.call_soon(self._flush)
+            return
+        if self._head is not None:
+            data, self._head = self._head + bytes(data), None
+        self._transport.write(data)
+
+    def _flush(self) -> None:
+        if self._head is not None:
+            head, self._head = self._head, None
+            self._transport.write(head)
+
+    def is_closing(self) -> bool:
+        return self._transport.is_closing()
+
+    def close(self) -> None:
+        self._flush()
+        self._transport.close()
+
+
 class BoundedHttpToolsProtocol(HttpToolsProtocol):
     """httptools' protocol with bounded heads and read times (see the module docstring)."""
 
@@ -85,6 +120,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             self._refuse(HEADERS_TOO_LARGE, self._too_large())
             return
         super().on_headers_complete()
+        if self.cycle is not None:
+            self.cycle.transport = HeadWithBody(self.transport, self.loop)
         self._arm(self._limits.body_timeout_s, "The request body did not arrive in time.")
 
     def on_body(self, body: bytes) -> None:

@@ -17,7 +17,8 @@ from hanse.auth import SCOPE_VAULT_READ, SCOPE_VAULT_WRITE, Principal, require_s
 from hanse.blueprints.models import is_item_id, parse_blueprint, parse_skill
 from hanse.errors import INVALID_VALUE, HanseError
 from hanse.gateway import Gateway
-from hanse.pipeline import Trace, authenticate
+from hanse.pipeline import authenticate
+from hanse.trace import Trace
 from hanse.vault.sealing import MAX_KEY_LENGTH
 from hanse.vault.service import (
     VAULT_KEY_HEADER,

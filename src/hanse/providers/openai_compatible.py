@@ -145,6 +145,9 @@ class OpenAICompatibleProvider:
             headers=headers,
             timeout=timeout,
             connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300),
+            # An upstream's cookies belong to no caller: none is kept or sent back (and none is
+            # parsed, matched and stored on every answer).
+            cookie_jar=aiohttp.DummyCookieJar(),
             json_serialize=lambda obj: orjson.dumps(obj).decode(),
         )
 

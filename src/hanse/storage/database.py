@@ -8,9 +8,9 @@ quarter of the time per request it would with aiosqlite (docs/benchmarks.md). Th
 write waits while another process writes (the CLI, a second worker), blocking the loop meanwhile,
 which is why several gateway processes belong on PostgreSQL.
 
-The hot path's holds and settlements use `Database.transact(unit)` instead: on SQLite the units of
-one turn of the event loop share a commit, and wait for another process's write without blocking
-the loop (storage/group_commit.py).
+The hot path's holds and settlements use `Database.transact(unit)` instead: their commits are
+shared (storage/group_commit.py), and on SQLite they wait for another process's write without
+blocking the loop.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from sqlalchemy import Connection as SyncConnection
 from sqlalchemy import CursorResult, Engine, Executable, create_engine, event
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from hanse.storage.group_commit import GroupCommit
+from hanse.storage.group_commit import GroupCommit, PostgresGroupCommit
 
 T = TypeVar("T")
 
@@ -66,6 +66,7 @@ class Database:
         self._sync: Engine | None = None
         self._async: AsyncEngine | None = None
         self._group: GroupCommit | None = None
+        self._postgres_group: PostgresGroupCommit | None = None
         if url.startswith("sqlite"):
             path = url.split("///", 1)[-1]
             if path and path != ":memory:":
@@ -80,6 +81,7 @@ class Database:
             self._group = GroupCommit(self._sync, SQLITE_BUSY_TIMEOUT_MS / 1000)
         else:
             self._async = create_async_engine(url, pool_size=pool_size, max_overflow=max_overflow)
+            self._postgres_group = PostgresGroupCommit(self._async)
 
     @asynccontextmanager
     async def begin(self) -> AsyncIterator[Connection]:
@@ -103,15 +105,15 @@ class Database:
             async with self._async.connect() as conn:
                 yield conn
 
-    async def transact(self, unit: Callable[[SyncConnection], T]) -> T:
-        """`unit` in a transaction, for the hot path. On SQLite the units queued during one turn
-        of the event loop share one commit, each in a savepoint of its own (storage/group_commit.py);
-        on PostgreSQL each has its own transaction."""
+    async def transact(self, unit: Callable[[SyncConnection], T], key: int = 0) -> T:
+        """`unit` in a transaction, for the hot path, sharing its commit with others
+        (storage/group_commit.py): on SQLite the units of one turn of the event loop, each in a
+        savepoint of its own; on PostgreSQL those queued while the group before ran, run in `key`
+        order (the account whose row the unit locks)."""
         if self._group is not None:
             return await self._group.run(unit)
-        assert self._async is not None
-        async with self._async.begin() as conn:
-            return await conn.run_sync(unit)
+        assert self._postgres_group is not None
+        return await self._postgres_group.run(unit, key)
 
     async def run_sync(self, fn: Callable[[SyncConnection], T]) -> T:
         """`fn` on a synchronous connection, in one transaction (schema checks, migrations)."""
@@ -128,7 +130,8 @@ class Database:
             self._group.close()
             self._sync.dispose()
         else:
-            assert self._async is not None
+            assert self._async is not None and self._postgres_group is not None
+            await self._postgres_group.close()
             await self._async.dispose()
 
 

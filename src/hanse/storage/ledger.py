@@ -18,35 +18,43 @@ from typing import Any, Literal
 from sqlalchemy import Connection, Row, bindparam, delete, func, insert, select, update
 
 from hanse.storage.database import Database
+from hanse.storage.driver import DriverStatement
 from hanse.storage.tables import accounts, ledger, reservations
 
 Balance = Literal["energy", "credits"]
 _COLUMNS = {"energy": accounts.c.energy_pico, "credits": accounts.c.credits_pico}
 # Built once: the hot path only binds values (building statements per request costs more than running them).
+# The hot path's statements run on the driver's cursor (storage/driver.py).
 _DEBIT = {
-    balance: update(accounts)
-    .where(accounts.c.id == bindparam("account_id"), column >= bindparam("amount"))
-    .values({column: column - bindparam("amount")})
+    balance: DriverStatement(
+        update(accounts)
+        .where(accounts.c.id == bindparam("account_id"), column >= bindparam("amount"))
+        .values({column: column - bindparam("amount")})
+    )
     for balance, column in _COLUMNS.items()
 }
 _CREDIT = {
-    balance: update(accounts)
-    .where(accounts.c.id == bindparam("account_id"))
-    .values({column: column + bindparam("amount")})
+    balance: DriverStatement(
+        update(accounts)
+        .where(accounts.c.id == bindparam("account_id"))
+        .values({column: column + bindparam("amount")})
+    )
     for balance, column in _COLUMNS.items()
 }
 # Locks the account's row until the debit that follows (PostgreSQL's FOR NO KEY UPDATE, which lets
 # other requests' holds and rows reference the account meanwhile); SQLite has one writer anyway.
 _AVAILABLE = {
-    balance: select(column)
-    .where(accounts.c.id == bindparam("account_id"))
-    .with_for_update(key_share=True)
+    balance: DriverStatement(
+        select(column)
+        .where(accounts.c.id == bindparam("account_id"))
+        .with_for_update(key_share=True)
+    )
     for balance, column in _COLUMNS.items()
 }
 _MAX_PICO = 2**63 - 1  # a BigInteger
-_HOLD = insert(reservations)
-_RELEASE = delete(reservations).where(reservations.c.id == bindparam("id"))
-_RECORD = insert(ledger)
+_HOLD = DriverStatement(insert(reservations), insert=True)
+_RELEASE = DriverStatement(delete(reservations).where(reservations.c.id == bindparam("id")))
+_RECORD = DriverStatement(insert(ledger), insert=True)
 _RENEW = (
     update(reservations)
     .where(reservations.c.id == bindparam("hold"))
@@ -121,7 +129,7 @@ class LedgerStore:
         def unit(conn: Connection) -> Reservation | None:
             for balance in balances:
                 debit = {"account_id": account_id, "amount": amount_pico}
-                if conn.execute(_DEBIT[balance], debit).rowcount:
+                if _DEBIT[balance].rowcount(conn, debit):
                     reservation = Reservation(
                         id="rsv_" + secrets.token_hex(16),
                         account_id=account_id,
@@ -132,11 +140,11 @@ class LedgerStore:
                         model=model,
                         created_at=now,
                     )
-                    conn.execute(_HOLD, {**_columns(reservation), "expires_at": expires_at})
+                    _HOLD.rowcount(conn, {**_columns(reservation), "expires_at": expires_at})
                     return reservation
             return None
 
-        return await self._engine.transact(unit)
+        return await self._engine.transact(unit, key=account_id)
 
     async def settle(self, reservation: Reservation, entry: LedgerEntry, now: datetime) -> int:
         """Charge the entry's exact cost: refund what the hold did not need, or take what it
@@ -147,10 +155,10 @@ class LedgerStore:
             cost = entry.cost_pico
             held = reservation.amount_pico
             account = {"account_id": reservation.account_id}
-            if conn.execute(_RELEASE, {"id": reservation.id}).rowcount:
+            if _RELEASE.rowcount(conn, {"id": reservation.id}):
                 charge = min(cost, held) + _take(conn, reservation, cost - held)
                 if held > cost:
-                    conn.execute(_CREDIT[reservation.balance], {**account, "amount": held - cost})
+                    _CREDIT[reservation.balance].rowcount(conn, {**account, "amount": held - cost})
             elif cost == 0:
                 return 0  # already released by the sweeper, which wrote the row
             else:
@@ -170,10 +178,10 @@ class LedgerStore:
                 "started_at": reservation.created_at,
                 "finished_at": now,
             }
-            conn.execute(_RECORD, record)
+            _RECORD.rowcount(conn, record)
             return charge
 
-        return await self._engine.transact(unit)
+        return await self._engine.transact(unit, key=reservation.account_id)
 
     async def renew(self, ids: tuple[str, ...], expires_at: datetime) -> None:
         """Push the expiry of live holds (those already settled are gone: nothing to renew)."""
@@ -242,11 +250,11 @@ def _take(conn: Connection, reservation: Reservation, amount: int) -> int:
     if amount <= 0:
         return 0
     account = {"account_id": reservation.account_id}
-    available = int(conn.execute(_AVAILABLE[reservation.balance], account).scalar_one())
+    available = int(_AVAILABLE[reservation.balance].scalar(conn, account))
     taken = min(available, amount)
     if taken <= 0:
         return 0
-    debited = conn.execute(_DEBIT[reservation.balance], {**account, "amount": taken}).rowcount
+    debited = _DEBIT[reservation.balance].rowcount(conn, {**account, "amount": taken})
     return taken if debited else 0
 
 
