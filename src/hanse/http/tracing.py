@@ -5,9 +5,10 @@ The span is made once the request is answered (a stream: once it ends), from wha
 gathered, with the time it began: nothing is traced on the way. A client's `traceparent` makes it
 a child of the client's span. Spans leave in batches, encoded by orjson in one call and posted from
 the event loop. Not the OpenTelemetry SDK: its batch processor built protobuf messages in a thread
-holding the GIL, which cost one worker 12% of its throughput and took its p99 at one connection
+holding the GIL, which cost one worker 8-35% of its throughput and took its p99 at one connection
 from 3 to over 20 ms (docs/benchmarks.md). A collector that is down or slow costs no request
-anything: spans beyond MAX_QUEUED are dropped (and counted), failures are logged once a streak.
+anything: spans beyond MAX_QUEUED are dropped; that and a failing collector are logged once a
+streak.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ class Tracing:
         self._sending: asyncio.Task[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._failing = False
-        self.dropped = 0
+        self._dropping = False
 
     async def start(self) -> None:
         self._session = aiohttp.ClientSession(
@@ -68,7 +69,9 @@ class Tracing:
     ) -> None:
         """The request's span, ending now; `operation` (`chat`) marks an inference request."""
         if len(self._spans) >= MAX_QUEUED:
-            self.dropped += 1
+            if not self._dropping:
+                self._dropping = True
+                log.warning("%d spans wait to be sent: new spans are dropped", MAX_QUEUED)
             return
         end = time.time_ns()
         start = end - int((time.perf_counter() - trace.started) * 1e9)
@@ -125,6 +128,7 @@ class Tracing:
 
     def _send(self) -> None:
         batch, self._spans = self._spans, []
+        self._dropping = False
         self._sending = asyncio.ensure_future(self._post(batch))
 
     async def _post(self, batch: list[dict[str, Any]]) -> None:
