@@ -369,6 +369,8 @@ def test_a_request_left_by_its_client_stops(
             f"{gateway.base_url}/v1/chat/completions",
             headers={"Authorization": f"Bearer {api_key}"},
             json=_abandoned("left-request"),
-            timeout=httpx.Timeout(60, read=3),
+            # A third of the generation's time: 400 tokens take ~3 s at ~130-140 tokens/s, so a
+            # 3 s read timeout raced the answer.
+            timeout=httpx.Timeout(60, read=1),
         )
     _assert_stopped(gateway, client, "left-request")
