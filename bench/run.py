@@ -520,27 +520,27 @@ def systems_under_test(workdir: Path, mock_pid: int) -> dict[str, Callable[[], S
             changes="PostgreSQL, 16 accounts",
             accounts=16,
         ),
-        "hanse-pg-2w": lambda: hanse_system(
-            "hanse-pg-2w",
-            8605,
-            workdir,
-            workers=2,
-            database_url=_postgres("hanse_bench_pg2"),
-            changes="PostgreSQL, 2 workers, 16 accounts",
-            accounts=16,
-        ),
-        "hanse-pg-4w": lambda: hanse_system(
-            "hanse-pg-4w",
-            8606,
-            workdir,
-            workers=4,
-            database_url=_postgres("hanse_bench_pg4"),
-            changes="PostgreSQL, 4 workers, 16 accounts",
-            accounts=16,
-        ),
+        **{
+            f"hanse-pg-{workers}w": _postgres_workers(workdir, workers, port)
+            for workers, port in ((2, 8605), (4, 8606))
+        },
         "portkey": lambda: portkey_system(workdir),
         "litellm": lambda: litellm_system(workdir),
     }
+
+
+def _postgres_workers(workdir: Path, workers: int, port: int) -> Callable[[], System]:
+    """The row of `workers` processes on one PostgreSQL, traffic spread over 16 accounts."""
+    name = f"hanse-pg-{workers}w"
+    return lambda: hanse_system(
+        name,
+        port,
+        workdir,
+        workers=workers,
+        database_url=_postgres(f"hanse_bench_pg{workers}"),
+        changes=f"PostgreSQL, {workers} workers, 16 accounts",
+        accounts=16,
+    )
 
 
 def main() -> None:

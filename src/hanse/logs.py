@@ -7,7 +7,7 @@ import logging
 import sys
 import time
 from contextvars import ContextVar
-from typing import Any, BinaryIO
+from typing import Any
 
 import orjson
 
@@ -46,9 +46,8 @@ class AccessLog:
     (docs/benchmarks.md). Here a line is one orjson call; the lines of one turn of the event loop
     leave in one write, at the end of that turn. It writes only while `logger` logs at INFO."""
 
-    def __init__(self, logger: logging.Logger, stream: BinaryIO | None = None) -> None:
+    def __init__(self, logger: logging.Logger) -> None:
         self._logger = logger
-        self._stream = stream
         self._pending: list[bytes] = []
         self._second = -1
         self._ts = ""
@@ -71,9 +70,8 @@ class AccessLog:
         pending, self._pending = self._pending, []
         if not pending:
             return
-        stream = self._stream or sys.stderr.buffer
-        stream.write(b"".join(pending))
-        stream.flush()
+        sys.stderr.buffer.write(b"".join(pending))
+        sys.stderr.buffer.flush()
 
 
 def configure(level: str) -> None:

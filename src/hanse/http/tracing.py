@@ -44,7 +44,7 @@ class Tracing:
     def __init__(self, endpoint: str) -> None:
         self._endpoint = endpoint
         service = os.environ.get("OTEL_SERVICE_NAME", "hanse")
-        self._resource = {"attributes": _attributes({"service.name": service})}
+        self._resource = {"attributes": [_attribute("service.name", service)]}
         self._spans: list[dict[str, Any]] = []
         self._session: aiohttp.ClientSession | None = None
         self._sending: asyncio.Task[None] | None = None
@@ -172,11 +172,11 @@ def _generation(trace: Trace, operation: str) -> list[dict[str, Any]]:
 
 # Attributes whose values are few (a route, a status, a catalog id) are made once and shared by
 # every span that carries them: most of a span's making was these small objects.
-_SHARED: dict[tuple[str, Any], dict[str, Any]] = {}
+_SHARED: dict[tuple[str, str | int | tuple[str, ...]], dict[str, Any]] = {}
 _MAX_SHARED = 4096
 
 
-def _shared(key: str, value: Any) -> dict[str, Any]:
+def _shared(key: str, value: str | int | tuple[str, ...]) -> dict[str, Any]:
     found = _SHARED.get((key, value))
     if found is None:
         if len(_SHARED) >= _MAX_SHARED:
@@ -185,24 +185,14 @@ def _shared(key: str, value: Any) -> dict[str, Any]:
     return found
 
 
-def _attributes(values: dict[str, Any]) -> list[dict[str, Any]]:
-    return [_attribute(key, value) for key, value in values.items()]
-
-
-def _attribute(key: str, value: Any) -> dict[str, Any]:
+def _attribute(key: str, value: str | int | tuple[str, ...]) -> dict[str, Any]:
     return {"key": key, "value": _value(value)}
 
 
-def _value(value: Any) -> dict[str, Any]:
+def _value(value: str | int | tuple[str, ...]) -> dict[str, Any]:
     """An OTLP AnyValue, in protobuf's JSON mapping (64-bit integers as strings)."""
     if isinstance(value, str):
         return {"stringValue": value}
-    if isinstance(value, bool):
-        return {"boolValue": value}
     if isinstance(value, int):
         return {"intValue": str(value)}
-    if isinstance(value, float):
-        return {"doubleValue": value}
-    if isinstance(value, list | tuple):
-        return {"arrayValue": {"values": [_value(item) for item in value]}}
-    return {"stringValue": str(value)}
+    return {"arrayValue": {"values": [_value(item) for item in value]}}
